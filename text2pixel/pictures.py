@@ -1,0 +1,119 @@
+"""Pictures people look at: image grids with captions, and attention heat maps per word."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from typing import List, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+_FONT = ImageFont.load_default()
+_LINE_HEIGHT = 12
+
+
+def _text_block(lines: List[str], width: int) -> Image.Image:
+  block = Image.new("L", (width, _LINE_HEIGHT * len(lines) + 4), 255)
+  draw = ImageDraw.Draw(block)
+  for i, line in enumerate(lines):
+    draw.text((4, 2 + i * _LINE_HEIGHT), line, fill=0, font=_FONT)
+  return block
+
+
+def caption_grid(images: np.ndarray, captions: Sequence[str], scale: int = 4,
+                 pad: int = 2) -> Image.Image:
+  """images [rows, cols, H, W] uint8 -> one picture, each row's caption written under it."""
+  images = np.asarray(images, np.uint8)
+  if images.ndim == 3:
+    images = images[:, None]
+  rows, cols, h, w = images.shape
+  tile_h, tile_w = h * scale, w * scale
+  width = cols * (tile_w + pad) + pad
+  wrap = max(20, width // 6)
+  row_pictures = []
+  for r in range(rows):
+    strip = Image.new("L", (width, tile_h + 2 * pad), 255)
+    for c in range(cols):
+      tile = Image.fromarray(images[r, c]).resize((tile_w, tile_h), Image.NEAREST)
+      strip.paste(tile, (pad + c * (tile_w + pad), pad))
+    lines = textwrap.wrap(captions[r] if r < len(captions) else "", wrap) or [""]
+    row_pictures.append(strip)
+    row_pictures.append(_text_block(lines, width))
+  total_h = sum(p.height for p in row_pictures)
+  out = Image.new("L", (width, total_h), 255)
+  y = 0
+  for p in row_pictures:
+    out.paste(p, (0, y))
+    y += p.height
+  return out
+
+
+def tile_grid(images: np.ndarray, labels: Sequence[str], cols: int = 4, scale: int = 4,
+              pad: int = 4) -> Image.Image:
+  """images [N, H, W] uint8 -> a grid, each tile with its own (wrapped) label beneath it."""
+  images = np.asarray(images, np.uint8)
+  n, h, w = images.shape
+  tile_w = max(w * scale, 128)
+  wrapped = [textwrap.wrap(label, max(12, tile_w // 6)) or [""] for label in labels]
+  label_h = _LINE_HEIGHT * max(len(x) for x in wrapped) + 4
+  cell_h = h * scale + label_h + pad
+  rows = (n + cols - 1) // cols
+  out = Image.new("L", (cols * (tile_w + pad) + pad, rows * cell_h + pad), 255)
+  for i in range(n):
+    x, y = pad + (i % cols) * (tile_w + pad), pad + (i // cols) * cell_h
+    out.paste(Image.fromarray(images[i]).resize((w * scale, h * scale), Image.NEAREST), (x, y))
+    out.paste(_text_block(wrapped[i], tile_w), (x, y + h * scale))
+  return out
+
+
+def attention_picture(image: np.ndarray, attention: np.ndarray, words: Sequence[str],
+                      caption: str = "", scale: int = 4) -> Image.Image:
+  """The image, then one heat map per word: attention [H*W, num_words] of each pixel over words.
+
+  Each heat map shows, for every pixel, the weight the decoder gave that word while drawing it
+  (bright = attended), so a reader sees which words placed which strokes.
+  """
+  image = np.asarray(image, np.uint8)
+  side = image.shape[0]
+  attention = np.asarray(attention, np.float32)[:, :len(words)]
+  maps = attention.T.reshape(len(words), side, side)
+  tiles = [image] + [np.uint8(np.clip(m, 0, 1) * 255) for m in maps]
+  labels = ["image"] + list(words)
+  tile = side * scale
+  label_h = _LINE_HEIGHT + 4
+  width = len(tiles) * (tile + 2) + 2
+  out = Image.new("RGB", (width, tile + label_h + (_LINE_HEIGHT + 6 if caption else 0)),
+                  (255, 255, 255))
+  draw = ImageDraw.Draw(out)
+  for i, (t, label) in enumerate(zip(tiles, labels)):
+    x = 2 + i * (tile + 2)
+    picture = Image.fromarray(t).resize((tile, tile), Image.NEAREST)
+    if i > 0:  # heat maps in a colour ramp so they are not mistaken for images
+      picture = _heat(np.asarray(picture))
+    out.paste(picture.convert("RGB"), (x, 2))
+    draw.text((x, tile + 4), label[:max(4, tile // 6)], fill=(0, 0, 0), font=_FONT)
+  if caption:
+    draw.text((2, tile + label_h + 2), caption, fill=(0, 0, 0), font=_FONT)
+  return out
+
+
+def _heat(gray: np.ndarray) -> Image.Image:
+  v = gray.astype(np.float32) / 255.0
+  rgb = np.stack([np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)], -1)
+  return Image.fromarray(np.uint8(rgb * 255))
+
+
+def save(picture: Image.Image, path: str) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp.png"
+  picture.save(tmp)
+  os.replace(tmp, path)
+  return path
+
+
+def to_summary_image(picture: Image.Image) -> np.ndarray:
+  """A PIL picture as a [1, H, W, C] uint8 array for tf.summary.image."""
+  array = np.asarray(picture.convert("RGB"), np.uint8)
+  return array[None]
+

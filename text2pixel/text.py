@@ -1,0 +1,172 @@
+"""Caption text: tokenization, colour-word removal, and the vocabulary.
+
+Tokenization must be reproducible inside a TensorFlow graph (the exported SavedModel takes raw
+caption strings), so it is defined by one regular expression: ASCII lower-casing, then maximal
+runs of letters/digits, joined by single inner hyphens or apostrophes ("dark-blue", "man's").
+:func:`tokenize` applies it with nltk's ``RegexpTokenizer`` (which needs no downloaded data) and
+:func:`tokenize_tf` is the same rule in TF string ops; a test checks that they agree.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import string
+from typing import Dict, Iterable, List, Sequence
+
+from nltk.tokenize import RegexpTokenizer
+
+PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
+RESERVED = (PAD, UNK, EOS)
+
+TOKEN_PATTERN = r"[a-z0-9]+(?:['-][a-z0-9]+)*"
+_TOKENIZER = RegexpTokenizer(TOKEN_PATTERN)
+# Only ASCII letters are lower-cased, exactly like tf.strings.lower without an encoding.
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+class CaptionError(ValueError):
+  """A caption that cannot be encoded; the message says why."""
+
+
+def tokenize(text: str) -> List[str]:
+  return _TOKENIZER.tokenize(text.translate(_ASCII_LOWER))
+
+
+def tokenize_tf(text):
+  """In-graph twin of :func:`tokenize`: a string tensor [batch] -> RaggedTensor of tokens."""
+  import tensorflow as tf
+  text = tf.strings.lower(text)
+  text = tf.strings.regex_replace(text, r"[^a-z0-9'-]+", " ")
+  text = tf.strings.regex_replace(text, r"['-]{2,}", " ")          # "a--b" -> a b
+  text = tf.strings.regex_replace(text, r"(^|\s)['-]+", " ")       # leading ' or -
+  text = tf.strings.regex_replace(text, r"['-]+(\s|$)", " ")       # trailing ' or -
+  return tf.strings.split(tf.strings.strip(text))
+
+
+# --- colour words (COCO: the paper removes colour information from captions) ---------------------
+
+BASIC_COLOURS = (
+    "red", "green", "blue", "yellow", "orange", "purple", "violet", "pink", "brown", "black",
+    "white", "gray", "grey", "silver", "gold", "golden", "beige", "tan", "maroon", "navy", "teal",
+    "turquoise", "cyan", "magenta", "lime", "olive", "indigo", "lavender", "crimson", "scarlet",
+    "burgundy", "khaki", "ivory", "cream", "aqua", "bronze", "copper", "coral", "charcoal",
+    "blond", "blonde", "auburn", "brunette", "multicolored", "multicoloured", "multi-colored",
+    "multi-coloured", "colorful", "colourful", "rainbow")
+_SHADE_PREFIXES = ("dark", "light", "bright", "pale", "deep", "navy", "sky", "baby", "hot",
+                   "royal", "lime", "olive", "forest", "neon")
+_COLOUR_SUFFIXES = ("ish", "dish", "ie", "y")
+
+
+def _colour_dictionary() -> frozenset:
+  words = set(BASIC_COLOURS)
+  for colour in BASIC_COLOURS:
+    for suffix in _COLOUR_SUFFIXES:          # reddish, greenish, bluish/blueish, pinky ...
+      words.add(colour + suffix)
+      if colour.endswith("e"):
+        words.add(colour[:-1] + suffix)
+    for prefix in _SHADE_PREFIXES:           # dark-blue, light-grey, sky-blue ...
+      words.add(f"{prefix}-{colour}")
+  for a in BASIC_COLOURS:                    # blue-green, black-and-white as one token
+    for b in BASIC_COLOURS:
+      if a != b:
+        words.add(f"{a}-{b}")
+        words.add(f"{a}-and-{b}")
+  return frozenset(words - {"tany", "tanie", "ivoryish", "goldy", "creamy"})
+
+
+COLOUR_WORDS = _colour_dictionary()
+# "navy" and "sky" prefixed as separate words ("sky blue") are handled by dropping a shade word
+# that directly precedes a colour word.
+_SHADE_WORDS = frozenset(_SHADE_PREFIXES)
+
+
+def remove_colour_words(tokens: Sequence[str]) -> List[str]:
+  """Drops colour words, shade words that qualify one ("dark blue"), and the "and"/"or" that
+  joined two removed colours ("a red and white bus" -> "a bus")."""
+  def is_colour_at(i: int) -> bool:
+    if i >= len(tokens):
+      return False
+    if tokens[i] in COLOUR_WORDS:
+      return True
+    return tokens[i] in _SHADE_WORDS and is_colour_at(i + 1)
+
+  kept = []
+  for i, token in enumerate(tokens):
+    if is_colour_at(i):
+      continue
+    if token in ("and", "or") and i > 0 and tokens[i - 1] in COLOUR_WORDS and is_colour_at(i + 1):
+      continue
+    kept.append(token)
+  return kept
+
+
+# --- vocabulary -------------------------------------------------------------------------------
+
+class Vocabulary:
+  """Word <-> id map with reserved <pad>=0, <unk>=1, <eos>=2; saved as JSON (never pickled)."""
+
+  def __init__(self, words: Sequence[str]):
+    words = list(words)
+    if tuple(words[:len(RESERVED)]) != RESERVED:
+      raise ValueError(f"a vocabulary must start with the reserved tokens {RESERVED}")
+    if len(set(words)) != len(words):
+      raise ValueError("a vocabulary must not repeat words")
+    self.words = words
+    self._ids: Dict[str, int] = {w: i for i, w in enumerate(words)}
+
+  def __len__(self) -> int:
+    return len(self.words)
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, Vocabulary) and self.words == other.words
+
+  @classmethod
+  def build(cls, token_lists: Iterable[Sequence[str]], min_count: int = 1) -> "Vocabulary":
+    counts = collections.Counter(t for tokens in token_lists for t in tokens)
+    # Most frequent first, ties alphabetical, so the same data always gives the same ids.
+    kept = sorted((w for w, c in counts.items() if c >= min_count and w not in RESERVED),
+                  key=lambda w: (-counts[w], w))
+    return cls(list(RESERVED) + kept)
+
+  def id_of(self, word: str) -> int:
+    return self._ids.get(word, UNK_ID)
+
+  def unknown_words(self, tokens: Sequence[str]) -> List[str]:
+    return [t for t in tokens if t not in self._ids]
+
+  def encode(self, caption: str, max_len: int) -> List[int]:
+    """Token ids of a caption followed by <eos>; raises CaptionError for unusable captions."""
+    tokens = tokenize(caption)
+    if not tokens:
+      raise CaptionError(f"caption {caption!r} has no words")
+    if len(tokens) + 1 > max_len:
+      raise CaptionError(f"caption has {len(tokens)} words; the limit is {max_len - 1} "
+                         f"(max_caption_len={max_len} including <eos>)")
+    return [self.id_of(t) for t in tokens] + [EOS_ID]
+
+  def decode(self, ids: Iterable[int]) -> str:
+    words = []
+    for i in ids:
+      i = int(i)
+      if i in (PAD_ID, EOS_ID):
+        break
+      words.append(self.words[i] if 0 <= i < len(self.words) else UNK)
+    return " ".join(words)
+
+  def save(self, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump({"words": self.words}, f, indent=0)
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str) -> "Vocabulary":
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("words"), list) or not all(
+        isinstance(w, str) for w in data["words"]):
+      raise ValueError(f"{path} is not a text2pixel vocabulary (expected {{\"words\": [...]}})")
+    return cls(data["words"])
