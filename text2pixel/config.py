@@ -29,6 +29,7 @@ class Config:
   decoder_units: int = 512        # the pixel LSTM
   attention_units: int = 512      # Luong attention layer size
   conditioning: str = "attention"  # attention | mean (noalign baseline) | none (unconditional)
+  position_embedding_dim: int = 0  # >0: row/column embeddings join the pixel LSTM input (extension)
 
   # --- optimisation (paper section 6) -------------------------------------------------------
   batch_size: int = 16            # global batch, split across replicas
@@ -37,6 +38,7 @@ class Config:
   train_steps: int = 100_000
   max_train_minutes: float = 0.0  # 0 = no time bound
   seed: int = 1234
+  nonfinite: str = "stop"         # a NaN/Inf loss or gradient: stop (keep last checkpoint) | skip
 
   # --- bookkeeping --------------------------------------------------------------------------
   log_every: int = 50
@@ -75,13 +77,14 @@ PRESETS: Dict[str, Config] = {
     # see WORKSPACE.md ("cpu_small") for the numbers behind these sizes.
     "cpu_small": Config(
         word_embedding_dim=64, encoder_units=64, pixel_embedding_dim=32, decoder_units=128,
-        attention_units=64, max_caption_len=16, batch_size=32, train_steps=3000,
+        attention_units=64, position_embedding_dim=16, max_caption_len=16, batch_size=32, train_steps=3000,
         max_train_minutes=30.0, log_every=25, checkpoint_every=250, eval_every=500,
         eval_batches=8, sample_every=1000),
     # Tests: 8x8 images, a few units; trains in seconds.
     "tiny": Config(
         image_side=8, max_caption_len=16, word_embedding_dim=16, encoder_units=16,
-        pixel_embedding_dim=8, decoder_units=32, attention_units=16, batch_size=8,
+        pixel_embedding_dim=8, decoder_units=32, attention_units=16, position_embedding_dim=4,
+        batch_size=8,
         learning_rate=3e-3, train_steps=60, log_every=10, checkpoint_every=20, eval_every=30,
         eval_batches=2, sample_every=30, num_sample_captions=4, shuffle_buffer=256),
 }
@@ -108,10 +111,14 @@ def validate(config: Config) -> Config:
     raise ConfigError("max_caption_len must leave room for at least one word and <eos>")
   if config.conditioning not in CONDITIONINGS:
     raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, got '{config.conditioning}'")
+  if config.nonfinite not in ("stop", "skip"):
+    raise ConfigError(f"nonfinite must be 'stop' or 'skip', got '{config.nonfinite}'")
   if config.mixed_precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
     raise ConfigError(f"unknown mixed_precision '{config.mixed_precision}'")
   if config.learning_rate <= 0 or config.clip_norm <= 0:
     raise ConfigError("learning_rate and clip_norm must be positive")
+  if config.position_embedding_dim < 0:
+    raise ConfigError("position_embedding_dim must be >= 0 (0 turns it off)")
   if config.max_train_minutes < 0:
     raise ConfigError("max_train_minutes must be >= 0")
   return config

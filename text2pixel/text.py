@@ -54,7 +54,8 @@ BASIC_COLOURS = (
     "turquoise", "cyan", "magenta", "lime", "olive", "indigo", "lavender", "crimson", "scarlet",
     "burgundy", "khaki", "ivory", "cream", "aqua", "bronze", "copper", "coral", "charcoal",
     "blond", "blonde", "auburn", "brunette", "multicolored", "multicoloured", "multi-colored",
-    "multi-coloured", "colorful", "colourful", "rainbow")
+    "multi-coloured", "multicolor", "multicolour", "multi-color", "multi-colour", "colorful",
+    "colourful", "rainbow")
 _SHADE_PREFIXES = ("dark", "light", "bright", "pale", "deep", "navy", "sky", "baby", "hot",
                    "royal", "lime", "olive", "forest", "neon")
 _COLOUR_SUFFIXES = ("ish", "dish", "ie", "y")
@@ -81,6 +82,18 @@ COLOUR_WORDS = _colour_dictionary()
 # "navy" and "sky" prefixed as separate words ("sky blue") are handled by dropping a shade word
 # that directly precedes a colour word.
 _SHADE_WORDS = frozenset(_SHADE_PREFIXES)
+# Other parts a hyphenated colour compound may hold: "off-white", "blue-ish", "red-white-and-blue".
+_COMPOUND_PARTS = COLOUR_WORDS | _SHADE_WORDS | {"and", "or", "ish", "off"}
+
+
+def is_colour_word(token: str) -> bool:
+  """A dictionary colour word, or a hyphenated compound made only of colour parts with at least
+  one colour in it ("reddish-brown", "off-white"; not "grey-haired" or "light-hearted")."""
+  if token in COLOUR_WORDS:
+    return True
+  parts = token.split("-")
+  return (len(parts) > 1 and all(p in _COMPOUND_PARTS for p in parts)
+          and any(p in COLOUR_WORDS for p in parts))
 
 
 def remove_colour_words(tokens: Sequence[str]) -> List[str]:
@@ -89,7 +102,7 @@ def remove_colour_words(tokens: Sequence[str]) -> List[str]:
   def is_colour_at(i: int) -> bool:
     if i >= len(tokens):
       return False
-    if tokens[i] in COLOUR_WORDS:
+    if is_colour_word(tokens[i]):
       return True
     return tokens[i] in _SHADE_WORDS and is_colour_at(i + 1)
 
@@ -97,10 +110,35 @@ def remove_colour_words(tokens: Sequence[str]) -> List[str]:
   for i, token in enumerate(tokens):
     if is_colour_at(i):
       continue
-    if token in ("and", "or") and i > 0 and tokens[i - 1] in COLOUR_WORDS and is_colour_at(i + 1):
+    if token in ("and", "or") and i > 0 and is_colour_word(tokens[i - 1]) and is_colour_at(i + 1):
       continue
     kept.append(token)
   return kept
+
+
+def encode_captions(vocab: "Vocabulary", captions: Sequence[str], max_len: int, warn=None
+                    ) -> List[List[int]]:
+  """Ids for user-given captions, with the errors a person needs to fix them.
+
+  An empty caption or one over the limit is an error; a caption whose words are all unknown is an
+  error naming them; some unknown words only warn (they become <unk>).
+  """
+  encoded = []
+  for caption in captions:
+    if not isinstance(caption, str):
+      try:
+        caption = caption.decode("utf-8")
+      except UnicodeDecodeError:
+        raise CaptionError(f"caption {caption!r} is not valid UTF-8") from None
+    ids = vocab.encode(caption, max_len)
+    unknown = vocab.unknown_words(tokenize(caption))
+    if len(unknown) == len(ids) - 1:
+      raise CaptionError(f"caption {caption!r}: no word is in the vocabulary (unknown: "
+                         f"{', '.join(unknown)})")
+    if unknown and warn is not None:
+      warn(f"caption {caption!r}: unknown words {', '.join(unknown)} become <unk>")
+    encoded.append(ids)
+  return encoded
 
 
 # --- vocabulary -------------------------------------------------------------------------------

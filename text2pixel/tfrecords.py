@@ -183,14 +183,15 @@ def make_dataset(files: Sequence[str], batch_size: int, image_side: int, max_cap
   ds = tf.data.Dataset.from_tensor_slices(files)
   if shuffle:
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+  # Deterministic order: a seeded run sees the same batches, and a resumed run continues them.
   ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
-                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if shuffle:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
   ds = ds.map(lambda r: parse_example(r, image_side), num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=not shuffle)
+              deterministic=True)
   ds = ds.filter(lambda e: e["caption_len"] <= max_caption_len)
   if model_inputs_only:
     ds = ds.map(lambda e: {k: e[k] for k in MODEL_KEYS})

@@ -1,0 +1,38 @@
+"""text2pixel-train: trains alignPixelRNN on a built data set; restart it to resume.
+
+  text2pixel-train --preset cpu_small --data_dir workspace/data/mnist_captions \
+      --run_dir workspace/runs/cpu_small [--train_steps 3000] [--strategy mirrored]
+
+Any Config field can be overridden by a flag of its name (see text2pixel/config.py).
+"""
+
+from absl import app, flags
+
+from text2pixel import config as config_lib
+from text2pixel.binaries.common import run_main
+
+FLAGS = flags.FLAGS
+config_lib.define_flags()
+flags.DEFINE_string("data_dir", "workspace/data/mnist_captions", "built data set (TFRecords)")
+flags.DEFINE_string("run_dir", "workspace/runs/cpu_small", "checkpoints, config and summaries")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                  "tf.distribute strategy: one device, all local GPUs, or TF_CONFIG's cluster")
+
+
+def main(argv):
+  del argv
+  from text2pixel import training
+  explicit = config_lib.overrides_from_flags(FLAGS)
+  requested = config_lib.config_from_flags(FLAGS)
+  config = training.resolve_run_config(FLAGS.run_dir, requested, explicit)
+  trainer = training.Trainer(config, FLAGS.data_dir, FLAGS.run_dir, FLAGS.strategy)
+  trainer.train()
+  return 0
+
+
+def run():
+  app.run(lambda argv: run_main(main, argv))
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,171 @@
+"""SavedModel export: an explicit tf.Module with serving signatures that take raw caption strings.
+
+Tokenization (the same rule as text.tokenize, in TF string ops) and the vocabulary lookup are in
+the graph, so a serving system needs nothing else. Signatures:
+
+  sample(captions, num_samples, temperature, seed) -> images uint8 [B, S, side, side], log_prob,
+                                                      attention [B, S, pixels, words], tokens
+  greedy(captions)                                 -> the same with S = 1
+  beam(captions)                                   -> the beam_width beams, best first
+  score(captions, images)                          -> log_likelihood [captions, images] (nats)
+  metadata()                                       -> config JSON, vocabulary, beam width
+
+We export a tf.Module (the Model Garden ExportModule pattern) rather than ``model.save``: tfa's
+seq2seq classes do not survive Keras serialization (tensorflow/addons #2675, #2432). tfa's custom
+C++ kernel (gather_tree, used by beam search) is switched off before tracing so the graph holds
+only core TF ops and loads where tensorflow_addons is not installed (TF Serving).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import tensorflow as tf
+
+from text2pixel import sampling, text as text_lib
+from text2pixel.config import Config
+from text2pixel.model import AlignPixelRNN
+
+
+def _disable_tfa_custom_kernels():
+  os.environ["TF_ADDONS_PY_OPS"] = "1"
+  import tensorflow_addons as tfa
+  tfa.options.disable_custom_kernel()
+
+
+class _Holder:
+  """Not trackable, so tf.saved_model does not walk into the Keras model it holds."""
+
+  def __init__(self, model):
+    self.model = model
+
+
+class ExportModule(tf.Module):
+  """Everything a served text2pixel model needs, with fixed-signature tf.functions."""
+
+  def __init__(self, model: AlignPixelRNN, vocab: text_lib.Vocabulary, config: Config,
+               beam_width: int = 4):
+    super().__init__(name="text2pixel")
+    # Only the variables are tracked: tracking the Keras model would make tf.saved_model trace
+    # every Keras layer's call on its own, which fails for tfa's attention mechanism (its memory
+    # is set per call). The tf.functions below capture these variables.
+    self._model_holder = _Holder(model)
+    self.model_variables = list(model.variables)
+    self.config_json = tf.constant(config.to_json())
+    self.vocabulary = tf.constant(vocab.words)
+    self.beam_width_value = beam_width
+    self.table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(vocab.words),
+                                            tf.range(len(vocab), dtype=tf.int32)),
+        default_value=text_lib.UNK_ID)
+    self._max_len = config.max_caption_len
+    self._config = config
+
+  def encode(self, captions: tf.Tensor):
+    """Raw strings -> padded ids [B, max_len], lengths [B], tokens; asserts on unusable captions."""
+    tokens = text_lib.tokenize_tf(captions)
+    counts = tokens.row_lengths()
+    checks = [
+        tf.debugging.assert_positive(counts, message="caption has no words"),
+        tf.debugging.assert_less_equal(
+            counts, tf.cast(self._max_len - 1, counts.dtype),
+            message=f"caption is too long: the limit is {self._max_len - 1} words"),
+    ]
+    with tf.control_dependencies(checks):
+      ids = self.table.lookup(tokens)
+    eos = tf.RaggedTensor.from_row_lengths(
+        tf.fill([tf.shape(captions)[0]], text_lib.EOS_ID), tf.ones_like(counts))
+    ids = tf.concat([ids, eos], axis=1)
+    lengths = tf.cast(ids.row_lengths(), tf.int32)
+    padded = ids.to_tensor(default_value=text_lib.PAD_ID, shape=[None, self._max_len])
+    return padded, lengths, tokens.to_tensor(default_value="")
+
+  def _generate(self, captions, method, num_samples=1, temperature=1.0, seed=0):
+    ids, lengths, tokens = self.encode(captions)
+    out = sampling.generate(self._model_holder.model, ids, lengths, method, num_samples=num_samples,
+                            temperature=temperature, beam_width=self.beam_width_value,
+                            seed=seed)
+    return {**out, "tokens": tokens}
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32),
+                                tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
+  def sample(self, captions, num_samples, temperature, seed):
+    return self._generate(captions, "sample", num_samples, temperature, seed)
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def greedy(self, captions):
+    return self._generate(captions, "greedy")
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  def beam(self, captions):
+    return self._generate(captions, "beam")
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string),
+                                tf.TensorSpec([None, None, None], tf.uint8)])
+  def score(self, captions, images):
+    ids, lengths, _ = self.encode(captions)
+    side = self._config.image_side
+    tf.debugging.assert_equal(tf.shape(images)[1:], tf.constant([side, side]),
+                              message=f"images must be {side}x{side}")
+    return {"log_likelihood": self._model_holder.model.log_likelihood_matrix(ids, lengths, images)}
+
+  @tf.function(input_signature=[])
+  def metadata(self):
+    return {"config_json": self.config_json, "vocabulary": self.vocabulary,
+            "beam_width": tf.constant(self.beam_width_value)}
+
+
+def export(model: AlignPixelRNN, vocab: text_lib.Vocabulary, config: Config, export_dir: str,
+           beam_width: int = 4) -> str:
+  """Writes the SavedModel atomically (a temp dir renamed into place) and returns its path."""
+  _disable_tfa_custom_kernels()
+  module = ExportModule(model, vocab, config, beam_width)
+  signatures = {
+      "sample": module.sample.get_concrete_function(),
+      "greedy": module.greedy.get_concrete_function(),
+      "beam": module.beam.get_concrete_function(),
+      "score": module.score.get_concrete_function(),
+      "metadata": module.metadata.get_concrete_function(),
+  }
+  tmp = export_dir.rstrip("/") + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  tf.saved_model.save(module, tmp, signatures=signatures)
+  with open(os.path.join(tmp, "text2pixel.json"), "w", encoding="utf-8") as f:
+    json.dump({"config": json.loads(config.to_json()), "vocabulary": vocab.words,
+               "beam_width": beam_width}, f, indent=1)
+  if os.path.exists(export_dir):
+    shutil.rmtree(export_dir)
+  os.replace(tmp, export_dir)
+  return export_dir
+
+
+class LoadedModel:
+  """A reloaded export; needs only TensorFlow (no tensorflow_addons, no text2pixel model code)."""
+
+  def __init__(self, export_dir: str):
+    if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
+      raise FileNotFoundError(f"{export_dir} is not a SavedModel (no saved_model.pb)")
+    self.module = tf.saved_model.load(export_dir)
+    meta = {k: v.numpy() for k, v in self.module.signatures["metadata"]().items()}
+    from text2pixel import config as config_lib
+    self.config = config_lib.from_json(meta["config_json"].decode())
+    self.vocab = text_lib.Vocabulary([w.decode() for w in meta["vocabulary"]])
+    self.beam_width = int(meta["beam_width"])
+
+  def generate(self, captions, method: str, num_samples: int = 1, temperature: float = 1.0,
+               seed: int = 0):
+    captions = tf.constant(list(captions))
+    if method == "sample":
+      out = self.module.signatures["sample"](
+          captions=captions, num_samples=tf.constant(num_samples),
+          temperature=tf.constant(float(temperature)), seed=tf.constant(seed))
+    else:
+      out = self.module.signatures[method](captions=captions)
+    return {k: v.numpy() for k, v in out.items()}
+
+  def score(self, captions, images):
+    out = self.module.signatures["score"](captions=tf.constant(list(captions)),
+                                          images=tf.constant(images, tf.uint8))
+    return out["log_likelihood"].numpy()

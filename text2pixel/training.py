@@ -1,0 +1,372 @@
+"""Training: distribution strategy, the train step, checkpoints that resume exactly, summaries.
+
+A run directory holds everything a run needs to be continued, reloaded or exported:
+  config.json           the resolved Config (a restart checks the flags against it)
+  vocab.json            the data set's vocabulary (copied, so the run stands alone)
+  checkpoints/          model, optimizer slots, step, training-data iterator, RNG (last N kept)
+  train/, validation/   TensorBoard event files
+  samples/              sample grids and attention pictures written during training
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from text2pixel import config as config_lib
+from text2pixel import model as model_lib
+from text2pixel import pictures, sampling, tfrecords
+from text2pixel.config import Config
+
+# Fields a restarted run may change (how long and how often), as opposed to what it computes.
+RESUMABLE_CHANGES = ("train_steps", "max_train_minutes", "log_every", "checkpoint_every",
+                     "keep_checkpoints", "eval_every", "eval_batches", "sample_every",
+                     "num_sample_captions", "nonfinite")
+
+
+class TrainingError(RuntimeError):
+  """A run that cannot start or continue; the message says why."""
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+  """default: one device; mirrored: all visible GPUs; multi_worker: the cluster in TF_CONFIG."""
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker":
+    if "TF_CONFIG" not in os.environ:
+      raise TrainingError("--strategy=multi_worker needs TF_CONFIG describing the cluster")
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=120.0)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+  raise TrainingError(f"unknown strategy '{name}'; choose default, mirrored or multi_worker")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.cluster_spec().as_dict():
+    return True
+  return resolver.task_type in ("chief", None) or (
+      resolver.task_type == "worker" and resolver.task_id == 0 and
+      "chief" not in resolver.cluster_spec().as_dict())
+
+
+def resolve_run_config(run_dir: str, requested: Config, explicit: Dict) -> Config:
+  """The config of a run: the saved one on restart (flags may change only how long/how often)."""
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(path):
+    return requested
+  saved = config_lib.load(path)
+  conflicts = {k: (saved_v, explicit[k]) for k, (saved_v, _) in
+               saved.differences(saved.replace(**explicit)).items()
+               if k not in RESUMABLE_CHANGES}
+  if conflicts:
+    detail = ", ".join(f"{k}: run has {a!r}, flag says {b!r}" for k, (a, b) in conflicts.items())
+    raise TrainingError(f"{run_dir} holds a run with a different config ({detail}); use another "
+                        "--run_dir or drop those flags")
+  return saved.replace(**{k: v for k, v in explicit.items() if k in RESUMABLE_CHANGES})
+
+
+class Trainer:
+  """Builds everything under a strategy and trains; ``train()`` returns the final metrics."""
+
+  def __init__(self, config: Config, data_dir: str, run_dir: str, strategy_name: str = "default",
+               log=print):
+    self.config = config
+    self.data_dir = data_dir
+    self.run_dir = run_dir
+    self.log = log
+    self.strategy = make_strategy(strategy_name)
+    self.chief = is_chief(self.strategy)
+    self.stop_requested = False
+    if config.mixed_precision != "float32":
+      tf.keras.mixed_precision.set_global_policy(config.mixed_precision)
+
+    self.vocab = tfrecords.load_vocabulary(data_dir)
+    self.train_files = tfrecords.split_files(data_dir, "train")
+    self.validation_files = tfrecords.split_files(data_dir, "validation")
+    replicas = self.strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+      raise TrainingError(f"batch_size {config.batch_size} does not split over {replicas} "
+                          "replicas; use a multiple")
+    os.makedirs(run_dir, exist_ok=True)
+    if self.chief:
+      config_lib.save(config, os.path.join(run_dir, "config.json"))
+      self.vocab.save(os.path.join(run_dir, "vocab.json"))
+
+    tf.random.set_seed(config.seed)
+    with self.strategy.scope():
+      self.model = model_lib.build(config, len(self.vocab))
+      self.optimizer = tf.keras.optimizers.RMSprop(config.learning_rate)
+      self.optimizer.build(self.model.trainable_variables)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+      self.rng = tf.random.Generator.from_seed(config.seed)
+      self.nonfinite_skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    self.train_dataset = self._dataset(self.train_files, train=True)
+    self.train_iterator = iter(self.train_dataset)
+    # Checkpoints hold the data iterator too, so a resumed run continues the same data stream.
+    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                          step=self.step, rng=self.rng,
+                                          nonfinite_skipped=self.nonfinite_skipped,
+                                          train_iterator=self.train_iterator)
+    checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    if not self.chief:  # other workers write to a scratch copy that is thrown away
+      checkpoint_dir = os.path.join(run_dir, f"worker_tmp_{os.getpid()}")
+    self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir,
+                                              max_to_keep=config.keep_checkpoints)
+    self._build_step_functions()
+    self.writers = {}
+    if self.chief:
+      self.writers = {name: tf.summary.create_file_writer(os.path.join(run_dir, name))
+                      for name in ("train", "validation")}
+
+  # --- data ---------------------------------------------------------------------------------
+
+  def _dataset(self, files: List[str], train: bool):
+    c = self.config
+    ds = tfrecords.make_dataset(files, c.batch_size, c.image_side, c.max_caption_len,
+                                shuffle=train, repeat=train, seed=c.seed,
+                                shuffle_buffer=c.shuffle_buffer)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return self.strategy.experimental_distribute_dataset(ds.with_options(options))
+
+  # --- steps --------------------------------------------------------------------------------
+
+  def _build_step_functions(self):
+    c = self.config
+    model, optimizer, strategy = self.model, self.optimizer, self.strategy
+    pixels = c.num_pixels
+
+    def per_example_nll(batch, logits):
+      # Mean nats per pixel of each image (the weighted sequence cross-entropy of section 6).
+      return -tf.reduce_mean(model.pixel_log_probs(logits, batch["image"]), axis=1)
+
+    def replica_train_step(batch):
+      with tf.GradientTape() as tape:
+        logits = model(batch, training=True)
+        per_example = per_example_nll(batch, logits)
+        loss = tf.nn.compute_average_loss(per_example, global_batch_size=c.batch_size)
+        scaled = loss
+      grads = tape.gradient(scaled, model.trainable_variables)
+      # Sum over replicas first, then clip: the same update as one device with the whole batch.
+      context = tf.distribute.get_replica_context()
+      grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+      grads, norm = tf.clip_by_global_norm(grads, c.clip_norm)
+      finite = tf.math.is_finite(norm) & tf.math.is_finite(context.all_reduce("sum", loss))
+
+      def apply():
+        optimizer.apply_gradients(zip(grads, model.trainable_variables),
+                                  skip_gradients_aggregation=True)
+        return tf.constant(True)
+      applied = tf.cond(finite, apply, lambda: tf.constant(False))
+      return loss, norm, applied
+
+    @tf.function
+    def train_step(iterator):
+      batch = next(iterator)
+      loss, norm, applied = strategy.run(replica_train_step, args=(batch,))
+      loss = strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+      norm = strategy.experimental_local_results(norm)[0]
+      applied = strategy.experimental_local_results(applied)[0]
+      return loss, norm, applied
+
+    @tf.function
+    def eval_step(batch):
+      def replica(batch):
+        logits = model(batch, training=False)
+        return tf.reduce_sum(per_example_nll(batch, logits)), tf.cast(
+            tf.shape(batch["image"])[0], tf.float32)
+      total, count = strategy.run(replica, args=(batch,))
+      return (strategy.reduce("sum", total, axis=None), strategy.reduce("sum", count, axis=None))
+
+    self.train_step = train_step
+    self.eval_step = eval_step
+    del pixels
+
+  # --- the loop -----------------------------------------------------------------------------
+
+  def _install_signal_handlers(self):
+    def request_stop(signum, _frame):
+      self.log(f"received signal {signum}: saving a checkpoint and stopping")
+      self.stop_requested = True
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        signal.signal(sig, request_stop)
+      except ValueError:  # not the main thread (e.g. inside a test runner thread)
+        pass
+
+  def restore(self) -> int:
+    latest = self.manager.latest_checkpoint
+    if latest:
+      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      self.log(f"resumed from {latest} at step {int(self.step.numpy())}")
+    return int(self.step.numpy())
+
+  def save(self) -> Optional[str]:
+    path = self.manager.save(checkpoint_number=int(self.step.numpy()))
+    if not self.chief:
+      shutil.rmtree(self.manager.directory, ignore_errors=True)
+    return path
+
+  def evaluate(self, max_batches: Optional[int] = None) -> Dict[str, float]:
+    ds = self._dataset(self.validation_files, train=False)
+    total = count = 0.0
+    for i, batch in enumerate(tfrecords.iterate(ds, self.validation_files)):
+      if max_batches is not None and i >= max_batches:
+        break
+      t, n = self.eval_step(batch)
+      total += float(t)
+      count += float(n)
+    if not count:
+      raise TrainingError("the validation split has fewer examples than one batch")
+    nats = total / count
+    return {"loss": nats, "bits_per_dim": float(model_lib.nats_to_bits_per_dim(nats))}
+
+  def train(self) -> Dict[str, float]:
+    c = self.config
+    start_step = self.restore()
+    self._install_signal_handlers()
+    if start_step >= c.train_steps:
+      self.log(f"run already at step {start_step} >= train_steps={c.train_steps}; nothing to do")
+      return {"step": start_step, **self.evaluate(c.eval_batches)}
+    self.log(f"training {c.train_steps - start_step} steps on {self.strategy.num_replicas_in_sync}"
+             f" replica(s); global batch {c.batch_size}, {c.num_pixels} pixels per image")
+    started = time.time()
+    window_start, window_steps = time.time(), 0
+    losses: List[float] = []
+    last = {}
+    while int(self.step.numpy()) < c.train_steps and not self.stop_requested:
+      try:
+        loss, norm, applied = self.train_step(self.train_iterator)
+      except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        bad = tfrecords.find_corrupt_files(self.train_files)
+        if bad:
+          raise tfrecords.DataError(f"corrupt or truncated TFRecord file(s): {', '.join(bad)}")
+        raise
+      step = int(self.step.assign_add(1).numpy())
+      loss = float(loss)
+      if not bool(applied):
+        if c.nonfinite == "skip":
+          self.nonfinite_skipped.assign_add(1)
+          self.log(f"step {step}: non-finite loss or gradient; batch skipped "
+                   f"({int(self.nonfinite_skipped.numpy())} so far)")
+          continue
+        self.step.assign_sub(1)
+        raise TrainingError(
+            f"non-finite loss ({loss}) or gradient norm ({float(norm)}) at step {step}; the last "
+            f"good checkpoint is kept in {self.manager.directory} (use --nonfinite=skip to skip "
+            "such batches instead)")
+      losses.append(loss)
+      window_steps += 1
+      if step % c.log_every == 0 or step == c.train_steps:
+        elapsed = time.time() - window_start
+        steps_per_sec = window_steps / max(elapsed, 1e-9)
+        mean_loss = float(np.mean(losses))
+        done = step - start_step
+        eta = (c.train_steps - step) / max(steps_per_sec, 1e-9)
+        if c.max_train_minutes:
+          eta = min(eta, c.max_train_minutes * 60 - (time.time() - started))
+        self.log(f"step {step}/{c.train_steps} loss {mean_loss:.4f} nats/px "
+                 f"({model_lib.nats_to_bits_per_dim(mean_loss):.3f} bits/dim) | "
+                 f"{steps_per_sec:.2f} steps/s, {steps_per_sec * c.batch_size * c.num_pixels:,.0f}"
+                 f" px/s | ETA {_minutes(eta)}")
+        self._scalars("train", step, {
+            "loss": mean_loss, "bits_per_dim": model_lib.nats_to_bits_per_dim(mean_loss),
+            "learning_rate": float(self.optimizer.learning_rate.numpy()),
+            "gradient_norm": float(norm), "steps_per_sec": steps_per_sec,
+            "pixels_per_sec": steps_per_sec * c.batch_size * c.num_pixels,
+            "nonfinite_skipped": float(self.nonfinite_skipped.numpy())})
+        last = {"train_loss": mean_loss, "steps_per_sec": steps_per_sec, "done": done}
+        losses, window_start, window_steps = [], time.time(), 0
+      if step % c.checkpoint_every == 0:
+        self.save()
+      if step % c.eval_every == 0:
+        metrics = self.evaluate(c.eval_batches)
+        self._scalars("validation", step, metrics)
+        self.log(f"step {step}: validation {metrics['bits_per_dim']:.3f} bits/dim")
+      if step % c.sample_every == 0 and self.chief:
+        self.write_samples(step)
+      if c.max_train_minutes and time.time() - started > c.max_train_minutes * 60:
+        self.log(f"time bound of {c.max_train_minutes} min reached at step {step}")
+        break
+    self.save()
+    step = int(self.step.numpy())
+    metrics = self.evaluate(c.eval_batches)
+    self._scalars("validation", step, metrics)
+    if self.chief:
+      self.write_samples(step)
+    result = {"step": step, "minutes": (time.time() - started) / 60, **last,
+              "validation_bits_per_dim": metrics["bits_per_dim"]}
+    self.log(f"stopped at step {step}: validation {metrics['bits_per_dim']:.3f} bits/dim; "
+             f"checkpoint in {self.manager.directory}")
+    if self.chief:
+      with open(os.path.join(self.run_dir, "train_result.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+  def _scalars(self, writer: str, step: int, values: Dict[str, float]):
+    if writer not in self.writers:
+      return
+    with self.writers[writer].as_default(step=step):
+      for name, value in values.items():
+        tf.summary.scalar(name, value)
+    self.writers[writer].flush()
+
+  def write_samples(self, step: int):
+    """Samples for fixed validation captions, as a grid and attention pictures (TensorBoard)."""
+    c = self.config
+    examples = tfrecords.load_split(self.data_dir, "validation", c.image_side,
+                                    limit=c.num_sample_captions)
+    ids = tfrecords.pad_ids(list(examples["caption_ids"]), c.max_caption_len)
+    lengths = np.array([len(x) for x in examples["caption_ids"]], np.int32)
+    out = sampling.generate(self.model, tf.constant(ids), tf.constant(lengths), "sample",
+                            num_samples=4, temperature=1.0, seed=step)
+    captions = [x.decode() for x in examples["caption"]]
+    grid = np.concatenate([examples["image"][:, None], out["images"].numpy()], axis=1)
+    picture = pictures.caption_grid(grid, [f"{cap}   (left: data, then 4 samples)"
+                                           for cap in captions], scale=max(1, 64 // c.image_side))
+    path = pictures.save(picture, os.path.join(self.run_dir, "samples", f"step{step:07d}.png"))
+    summaries = {"samples": pictures.to_summary_image(picture)}
+    if c.conditioning == "attention":
+      words = [self.vocab.decode([i]) or "<eos>" for i in ids[0][:lengths[0]]]
+      att = pictures.attention_picture(out["images"].numpy()[0, 0],
+                                       out["attention"].numpy()[0, 0][:, :lengths[0]], words,
+                                       captions[0], scale=max(1, 64 // c.image_side))
+      pictures.save(att, os.path.join(self.run_dir, "samples", f"step{step:07d}_attention.png"))
+      summaries["attention"] = pictures.to_summary_image(att)
+    with self.writers["train"].as_default(step=step):
+      for name, image in summaries.items():
+        tf.summary.image(name, image)
+    self.writers["train"].flush()
+    return path
+
+
+def _minutes(seconds: float) -> str:
+  seconds = max(0, int(seconds))
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+      f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def load_run(run_dir: str):
+  """(config, vocabulary, model restored from the latest checkpoint) of a training run."""
+  from text2pixel.text import Vocabulary
+  config_path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(config_path):
+    raise TrainingError(f"{run_dir} is not a training run (no config.json)")
+  config = config_lib.load(config_path)
+  vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
+  model = model_lib.build(config, len(vocab))
+  latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+  if not latest:
+    raise TrainingError(f"{run_dir} has no checkpoint yet")
+  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  return config, vocab, model
