@@ -21,3 +21,13 @@ def mnist_captions_dir(tmp_path_factory, mnist_arrays):
   mnist_captions.build(out, num_train=640, num_validation=64, num_test=64, num_heldout=64,
                        seed=7, num_shards=2, log=lambda *_: None)
   return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory, mnist_captions_dir):
+  """A real tiny training run (8x8 images, 60 steps) that sampling/export/evaluation tests share."""
+  from text2pixel import config as config_lib, training
+  run_dir = str(tmp_path_factory.mktemp("tiny_run"))
+  config = config_lib.get_preset("tiny").replace(eval_every=1000, sample_every=1000)
+  training.Trainer(config, mnist_captions_dir, run_dir, log=lambda *_: None).train()
+  return run_dir

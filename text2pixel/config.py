@@ -30,6 +30,7 @@ class Config:
   attention_units: int = 512      # Luong attention layer size
   conditioning: str = "attention"  # attention | mean (noalign baseline) | none (unconditional)
   position_embedding_dim: int = 0  # >0: row/column embeddings join the pixel LSTM input (extension)
+  above_context: int = 0          # k>0: the k pixels centred above join the input (extension, odd k)
 
   # --- optimisation (paper section 6) -------------------------------------------------------
   batch_size: int = 16            # global batch, split across replicas
@@ -77,13 +78,15 @@ PRESETS: Dict[str, Config] = {
     # see WORKSPACE.md ("cpu_small") for the numbers behind these sizes.
     "cpu_small": Config(
         word_embedding_dim=64, encoder_units=64, pixel_embedding_dim=32, decoder_units=128,
-        attention_units=64, position_embedding_dim=16, max_caption_len=16, batch_size=32, train_steps=3000,
+        attention_units=64, position_embedding_dim=16, above_context=3, max_caption_len=16, batch_size=32,
+        learning_rate=5e-3, train_steps=3000,
         max_train_minutes=30.0, log_every=25, checkpoint_every=250, eval_every=500,
         eval_batches=8, sample_every=1000),
     # Tests: 8x8 images, a few units; trains in seconds.
     "tiny": Config(
         image_side=8, max_caption_len=16, word_embedding_dim=16, encoder_units=16,
         pixel_embedding_dim=8, decoder_units=32, attention_units=16, position_embedding_dim=4,
+        above_context=3,
         batch_size=8,
         learning_rate=3e-3, train_steps=60, log_every=10, checkpoint_every=20, eval_every=30,
         eval_batches=2, sample_every=30, num_sample_captions=4, shuffle_buffer=256),
@@ -117,6 +120,10 @@ def validate(config: Config) -> Config:
     raise ConfigError(f"unknown mixed_precision '{config.mixed_precision}'")
   if config.learning_rate <= 0 or config.clip_norm <= 0:
     raise ConfigError("learning_rate and clip_norm must be positive")
+  if config.above_context < 0 or (config.above_context and config.above_context % 2 == 0) or \
+      config.above_context > config.image_side:
+    raise ConfigError(f"above_context must be 0 or an odd number <= image_side, got "
+                      f"{config.above_context}")
   if config.position_embedding_dim < 0:
     raise ConfigError("position_embedding_dim must be >= 0 (0 turns it off)")
   if config.max_train_minutes < 0:

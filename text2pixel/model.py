@@ -37,32 +37,44 @@ LN2 = math.log(2.0)
 
 
 class PixelLSTMCell(tf.keras.layers.AbstractRNNCell):
-  """The pixel LSTM of eq. 6, optionally told where it is in the raster.
+  """The pixel LSTM of eq. 6, optionally told where it is and what lies above it.
 
-  A raster LSTM has to count steps to know its row and column; with ``position_embedding_dim`` > 0
-  a learned row and column embedding joins its input (an extension, off in the ``paper`` preset).
-  Its state carries the step index so every tfa decoder (greedy, sampling, beam search) works on
-  it unchanged, and a constant context vector for the ``mean`` baseline (zero-width otherwise).
+  Two optional, causal extensions (both off in the ``paper`` preset):
+  * ``position_embedding_dim`` > 0: a learned row and column embedding joins the input, so the
+    LSTM need not count steps to know where in the raster it is;
+  * ``above_context`` = k > 0: the embeddings of the k pixels centred above the current one (the
+    row above, already generated) join the input, like the input-to-state convolution over the
+    previous row of section 3.1 (eq. 2). A 1-D raster LSTM otherwise has to carry a pixel 32 steps
+    to use it in the next row.
+  The state carries the step index, a shift register of the last ``side + k // 2`` pixel ids and a
+  constant context vector (the ``mean`` baseline), so every tfa decoder (greedy, sampling, beam
+  search) runs this cell unchanged. The previous pixel's id arrives as the input's last channel.
   """
 
   def __init__(self, units: int, image_side: int, position_embedding_dim: int = 0,
-               context_dim: int = 0, **kwargs):
+               above_context: int = 0, above_embedding_dim: int = 0, context_dim: int = 0,
+               **kwargs):
     super().__init__(**kwargs)
     self.units = units
     self.image_side = image_side
     self.position_embedding_dim = position_embedding_dim
+    self.above_context = above_context
     self.context_dim = context_dim
+    self.history = image_side + above_context // 2 if above_context else 1
     self.lstm = tf.keras.layers.LSTMCell(units, name="lstm")
     if position_embedding_dim:
       self.row_embedding = tf.keras.layers.Embedding(image_side, position_embedding_dim,
                                                      name="row_embedding")
       self.col_embedding = tf.keras.layers.Embedding(image_side, position_embedding_dim,
                                                      name="col_embedding")
+    if above_context:
+      self.above_embedding = tf.keras.layers.Embedding(257, above_embedding_dim,
+                                                       name="above_embedding")
 
   @property
   def state_size(self):
-    # [h, c, step, context]; step is a float so Keras' RNN machinery treats it like any state.
-    return [self.units, self.units, 1, max(self.context_dim, 1)]
+    # [h, c, step, recent pixel ids, context]; all float so Keras' RNN treats them alike.
+    return [self.units, self.units, 1, self.history, max(self.context_dim, 1)]
 
   @property
   def output_size(self):
@@ -70,22 +82,31 @@ class PixelLSTMCell(tf.keras.layers.AbstractRNNCell):
 
   def get_initial_state(self, inputs=None, batch_size=None, dtype=None):
     dtype = dtype or tf.float32
-    return [tf.zeros([batch_size, self.units], dtype), tf.zeros([batch_size, self.units], dtype),
-            tf.zeros([batch_size, 1], dtype), tf.zeros([batch_size, max(self.context_dim, 1)],
-                                                        dtype)]
+    zeros = lambda n: tf.zeros([batch_size, n], dtype)
+    return [zeros(self.units), zeros(self.units), zeros(1),
+            tf.fill([batch_size, self.history], tf.cast(START_SYMBOL, dtype)),
+            zeros(max(self.context_dim, 1))]
 
   def call(self, inputs, states):
-    h, c, step, context = states
-    pieces = [inputs]
+    h, c, step, recent, context = states
+    pixel_features, previous_id = inputs[:, :-1], inputs[:, -1:]
+    pieces = [pixel_features]
     if self.position_embedding_dim:
       index = tf.cast(step[:, 0], tf.int32)
       pieces += [self.row_embedding(index // self.image_side),
                  self.col_embedding(index % self.image_side)]
+    if self.above_context:
+      # After the shift, recent holds x_{j-history} .. x_{j-1}; its first k entries are the
+      # pixels above-left .. above-right of pixel j.
+      recent = tf.concat([recent[:, 1:], previous_id], axis=1)
+      window = tf.cast(recent[:, :self.above_context], tf.int32)
+      embedded = self.above_embedding(window)
+      pieces.append(tf.reshape(embedded, [-1, self.above_context * embedded.shape[-1]]))
     if self.context_dim:
       pieces.append(context)
-    x = tf.concat(pieces, -1) if len(pieces) > 1 else inputs
+    x = tf.concat(pieces, -1) if len(pieces) > 1 else pixel_features
     output, (h, c) = self.lstm(x, [h, c])
-    return output, [h, c, step + 1.0, context]
+    return output, [h, c, step + 1.0, recent, context]
 
 
 class _Untracked:
@@ -105,7 +126,7 @@ class AlignPixelRNN(tf.keras.Model):
     if conditioned:
       # Section 4.1: word embedding (512) and a bidirectional LSTM (512 each way).
       self.word_embedding = tf.keras.layers.Embedding(vocab_size, c.word_embedding_dim,
-                                                      mask_zero=True, name="word_embedding")
+                                                      name="word_embedding")
       self.encoder = tf.keras.layers.Bidirectional(
           tf.keras.layers.LSTM(c.encoder_units, return_sequences=True), merge_mode="concat",
           name="encoder_bilstm")
@@ -114,7 +135,8 @@ class AlignPixelRNN(tf.keras.Model):
                                                      name="pixel_embedding")
     context_dim = 2 * c.encoder_units if c.conditioning == "mean" else 0
     self.pixel_cell = PixelLSTMCell(c.decoder_units, c.image_side, c.position_embedding_dim,
-                                    context_dim, name="pixel_lstm")
+                                    c.above_context, c.pixel_embedding_dim, context_dim,
+                                    name="pixel_lstm")
     if c.conditioning == "attention":
       # eq. 9: Luong's score e_ji = h^pix_j . W_a h^lang_i (memory projected to the LSTM size).
       self.attention_mechanism = tfa.seq2seq.LuongAttention(c.decoder_units,
@@ -130,12 +152,17 @@ class AlignPixelRNN(tf.keras.Model):
 
   # --- encoder ------------------------------------------------------------------------------
 
-  def encode(self, caption_ids: tf.Tensor) -> Optional[tf.Tensor]:
-    """Annotation vectors h^lang [batch, N, 2 * encoder_units] (section 4.1); padding masked."""
+  def encode(self, caption_ids: tf.Tensor, caption_len: tf.Tensor) -> Optional[tf.Tensor]:
+    """Annotation vectors h^lang [batch, N, 2 * encoder_units] (section 4.1).
+
+    The mask comes from the caption length, not from pad ids, so whatever follows a caption in
+    its padded row never reaches the backward LSTM.
+    """
     if self.config.conditioning == "none":
       return None
     embedded = self.word_embedding(caption_ids)
-    return self.encoder(embedded, mask=self.word_embedding.compute_mask(caption_ids))
+    mask = tf.sequence_mask(caption_len, tf.shape(caption_ids)[1])
+    return self.encoder(embedded, mask=mask)
 
   # --- decoder ------------------------------------------------------------------------------
 
@@ -147,6 +174,8 @@ class AlignPixelRNN(tf.keras.Model):
       self._wrappers.cells[alignment_history] = tfa.seq2seq.AttentionWrapper(
           self.pixel_cell, self.attention_mechanism, attention_layer=self.attention_layer,
           alignment_history=alignment_history, output_attention=True,
+          # Attention first, so the pixel id stays the input's last channel (see PixelLSTMCell).
+          cell_input_fn=lambda inputs, attention: tf.concat([attention, inputs], -1),
           name="attention_wrapper")
     return self._wrappers.cells[alignment_history]
 
@@ -167,17 +196,25 @@ class AlignPixelRNN(tf.keras.Model):
       mask = tf.sequence_mask(caption_len, tf.shape(annotations)[1], dtype=annotations.dtype)
       mean = tf.reduce_sum(annotations * mask[..., None], 1) / tf.reduce_sum(mask, 1,
                                                                                 keepdims=True)
-      state[3] = tf.cast(mean, dtype)
+      state[4] = tf.cast(mean, dtype)
     return cell, state
 
   def compute_dtype_for_state(self):
     return tf.as_dtype(self.pixel_embedding.compute_dtype)
 
+  def pixel_input(self, pixel_ids: tf.Tensor) -> tf.Tensor:
+    """The decoder input for previous pixel ids: their embedding and the id itself (last channel).
+
+    This is also the ``embedding_fn`` the tfa samplers call on the ids they draw.
+    """
+    embedded = self.pixel_embedding(pixel_ids)
+    return tf.concat([embedded, tf.cast(pixel_ids, embedded.dtype)[..., None]], axis=-1)
+
   def teacher_forced_inputs(self, images: tf.Tensor) -> tf.Tensor:
-    """Decoder inputs x_{j-1}: the start symbol, then every pixel but the last, embedded."""
+    """Decoder inputs x_{j-1}: the start symbol, then every pixel but the last."""
     pixels = tf.reshape(tf.cast(images, tf.int32), [-1, self.config.num_pixels])
     start = tf.fill([tf.shape(pixels)[0], 1], START_SYMBOL)
-    return self.pixel_embedding(tf.concat([start, pixels[:, :-1]], axis=1))
+    return self.pixel_input(tf.concat([start, pixels[:, :-1]], axis=1))
 
   def logits_from_annotations(self, annotations, caption_len, images) -> tf.Tensor:
     """Teacher-forced logits [batch, num_pixels, 256]; the whole raster in one graph loop."""
@@ -192,7 +229,7 @@ class AlignPixelRNN(tf.keras.Model):
     return self.output_layer(outputs)
 
   def call(self, inputs: Dict[str, tf.Tensor], training=None) -> tf.Tensor:
-    annotations = self.encode(inputs["caption_ids"])
+    annotations = self.encode(inputs["caption_ids"], inputs["caption_len"])
     return self.logits_from_annotations(annotations, inputs["caption_len"], inputs["image"])
 
   # --- likelihood ---------------------------------------------------------------------------
@@ -214,7 +251,7 @@ class AlignPixelRNN(tf.keras.Model):
     The encoder runs once per caption; its annotations are then repeated for every image.
     """
     num_captions, num_images = tf.shape(caption_ids)[0], tf.shape(images)[0]
-    annotations = self.encode(caption_ids)
+    annotations = self.encode(caption_ids, caption_len)
     if annotations is not None:
       annotations = tf.repeat(annotations, num_images, axis=0)
     lengths = tf.repeat(caption_len, num_images, axis=0)

@@ -70,7 +70,7 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
   config = model.config
   side, pixels = config.image_side, config.num_pixels
   batch = tf.shape(caption_ids)[0]
-  annotations = model.encode(caption_ids)
+  annotations = model.encode(caption_ids, caption_len)
   words = tf.shape(caption_ids)[1]
 
   if method == "beam":
@@ -80,7 +80,7 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
     cell, state = model.decoder_initial_state(tiled, tiled_len, batch * width,
                                               alignment_history=True)
     decoder = tfa.seq2seq.BeamSearchDecoder(
-        cell, beam_width=width, embedding_fn=model.pixel_embedding,
+        cell, beam_width=width, embedding_fn=model.pixel_input,
         output_layer=model.output_layer, maximum_iterations=pixels)
     outputs, final_state, _ = decoder(
         None, start_tokens=tf.fill([batch], START_SYMBOL), end_token=START_SYMBOL,
@@ -100,11 +100,11 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
   lengths = tf.repeat(caption_len, samples, axis=0)
   cell, state = model.decoder_initial_state(annotations, lengths, flat, alignment_history=True)
   if method == "greedy":
-    sampler = tfa.seq2seq.GreedyEmbeddingSampler(model.pixel_embedding)
+    sampler = tfa.seq2seq.GreedyEmbeddingSampler(model.pixel_input)
   else:
     base = tf.cast(seed if seed is not None else 0, tf.int32)
     per_image = tf.stack([tf.fill([flat], base), tf.range(flat, dtype=tf.int32) * 7919], axis=1)
-    sampler = StatelessSampleEmbeddingSampler(model.pixel_embedding,
+    sampler = StatelessSampleEmbeddingSampler(model.pixel_input,
                                               tf.cast(temperature, tf.float32), per_image)
   decoder = tfa.seq2seq.BasicDecoder(cell, sampler, output_layer=model.output_layer,
                                      maximum_iterations=pixels)

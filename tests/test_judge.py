@@ -1,0 +1,166 @@
+"""The digit judge on real MNIST test digits placed by the builder; a reduced-budget judge.
+
+The judge here is trained in a temporary cache with QUICK settings (~20 s on one thread, ~98% on
+test-digit crops); the real cached judge uses JudgeSettings() (>= 99%, a few minutes).
+load_or_train_judge limits TensorFlow to one thread when it is the first to start it (running this
+file alone); in a whole-suite run TensorFlow has already started and keeps its settings.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from datasets import mnist_captions
+from text2pixel import judge as judge_lib
+
+QUICK = judge_lib.JudgeSettings(num_train_digits=30_000, crops_per_digit=1, num_test_digits=2_000,
+                                epochs=2, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def quick_judge(tmp_path_factory, mnist_arrays):
+  cache = str(tmp_path_factory.mktemp("judge"))
+  judge = judge_lib.load_or_train_judge(cache, QUICK, min_accuracy=0.95,
+                                        mnist_arrays=mnist_arrays, log=lambda *_: None)
+  return cache, judge
+
+
+@pytest.fixture(scope="module")
+def real_examples(mnist_arrays):
+  """200 builder images of MNIST test digits, all eight relations."""
+  examples = mnist_captions.generate(mnist_arrays["test_images"], mnist_arrays["test_labels"],
+                                     (0, 10_000), 200, np.random.default_rng(11), held_out=False,
+                                     source_name="mnist-test")
+  return {"image": np.stack([e["image"] for e in examples]),
+          "relation": [e["relation"].encode() for e in examples],  # bytes, as load_split gives
+          "digits": [list(e["digits"]) for e in examples],
+          "boxes": [np.ravel(e["boxes"]) for e in examples]}
+
+
+def test_digit_regions_follow_the_builder():
+  assert judge_lib.digit_regions("left") == [(8, 0, 25, 18), (8, 14, 25, 32)]
+  assert judge_lib.digit_regions(b"right") == [(8, 14, 25, 32), (8, 0, 25, 18)]
+  assert judge_lib.digit_regions("bottom") == [(16, 8, 32, 25), (0, 8, 16, 25)]
+  assert judge_lib.digit_regions("top_left") == [(0, 0, 16, 18)]
+  assert judge_lib.digit_regions("bottom_right") == [(16, 14, 32, 32)]
+  for relation in mnist_captions.RELATIONS:
+    for r0, c0, r1, c1 in judge_lib.digit_regions(relation):
+      assert 0 <= r0 < r1 <= 32 and 0 <= c0 < c1 <= 32
+      assert r1 - r0 <= judge_lib.INPUT_SIDE and c1 - c0 <= judge_lib.INPUT_SIDE
+  with pytest.raises(ValueError):
+    judge_lib.digit_regions("middle")
+
+
+def test_every_box_and_all_ink_lie_in_the_regions(real_examples):
+  for image, relation, boxes in zip(real_examples["image"], real_examples["relation"],
+                                    real_examples["boxes"]):
+    inside = np.zeros((32, 32), bool)
+    for (r0, c0, r1, c1), box in zip(judge_lib.digit_regions(relation), boxes.reshape(-1, 4)):
+      assert r0 <= box[0] and c0 <= box[1] and box[2] <= r1 and box[3] <= c1
+      inside[r0:r1, c0:c1] = True
+    assert not image[~inside].any()
+
+
+def test_crop_regions_centres_the_region():
+  image = np.zeros((1, 32, 32), np.uint8)
+  image[0, 0:16, 14:32] = 255  # exactly the top_right region, 16 x 18
+  crop = judge_lib.crop_regions(image, [(0, 14, 16, 32)])[0]
+  assert crop.shape == (18, 18)
+  assert crop[1:17, :].all() and not crop[0].any() and not crop[17].any()
+  shifted = judge_lib.crop_regions(image, [(0, 14, 16, 32)], shifts=np.array([[-1, 1]]))[0]
+  assert not shifted[1].any() and shifted[2:17, :17].all() and not shifted[:, 17].any()
+
+
+def test_real_digits_in_place_are_judged_correct(quick_judge, real_examples):
+  _, judge = quick_judge
+  e = real_examples
+  assert {r.decode() for r in e["relation"]} == set(mnist_captions.RELATIONS)
+  result = judge_lib.judge_accuracy(judge, e["image"], e["relation"], e["digits"], e["boxes"])
+  assert result["count"] == 200
+  assert result["accuracy"] >= 0.95, result
+  assert set(result["per_relation"]) == set(mnist_captions.RELATIONS)
+  assert sum(v["count"] for v in result["per_relation"].values()) == 200
+
+
+def test_wrong_captions_are_judged_incorrect(quick_judge, real_examples):
+  _, judge = quick_judge
+  e = real_examples
+  right = judge_lib.judge_samples(judge, e["image"], e["relation"], e["digits"]).mean()
+  # Swap the pair (or change the digit, for one digit or a pair of equal digits).
+  swapped = [d[::-1] if len(d) == 2 and d[0] != d[1] else [(d[0] + 1) % 10] + d[1:]
+             for d in e["digits"]]
+  changed = [[(v + 3) % 10 for v in d] for d in e["digits"]]
+  opposite = {"left": "right", "right": "left", "top": "bottom", "bottom": "top",
+              "top_left": "bottom_right", "bottom_right": "top_left",
+              "top_right": "bottom_left", "bottom_left": "top_right"}
+  moved = [opposite[r.decode()] for r in e["relation"]]
+  for wrong in (judge_lib.judge_samples(judge, e["image"], e["relation"], swapped),
+                judge_lib.judge_samples(judge, e["image"], e["relation"], changed),
+                judge_lib.judge_samples(judge, e["image"], moved, e["digits"])):
+    # Only a pair of equal digits moved to the opposite side can still be right (~5%).
+    assert wrong.mean() <= 0.1 and wrong.mean() < right - 0.8
+
+
+def test_blank_and_noise_images_are_judged_incorrect(quick_judge, real_examples):
+  _, judge = quick_judge
+  e = real_examples
+  blank = np.zeros_like(e["image"])
+  assert not judge_lib.judge_samples(judge, blank, e["relation"], e["digits"]).any()
+  noise = np.random.default_rng(0).integers(0, 256, e["image"].shape).astype(np.uint8)
+  assert not judge_lib.judge_samples(judge, noise, e["relation"], e["digits"]).any()
+  # A correct digit with a second copy where the caption says nothing should be: stray ink.
+  i = next(k for k, r in enumerate(e["relation"]) if r == b"top_left")
+  doubled = e["image"][i].copy()
+  doubled[16:, 14:] = np.maximum(doubled[16:, 14:], doubled[:16, :18])
+  verdict = judge_lib.judge_details(judge, np.stack([e["image"][i], doubled]), [b"top_left"] * 2,
+                                    [e["digits"][i]] * 2)
+  assert verdict["stray_ink_fraction"][0] == 0.0 and verdict["stray_ink_fraction"][1] > 0.3
+  assert not verdict["correct"][1]
+
+
+def test_the_cache_is_reused(quick_judge, real_examples):
+  cache, judge = quick_judge
+  with open(os.path.join(cache, judge_lib.INFO_FILE), encoding="utf-8") as f:
+    info = json.load(f)
+  assert info["settings"] == QUICK.to_dict() and info["test_accuracy"] >= 0.95
+  messages = []
+  again = judge_lib.load_or_train_judge(cache, QUICK, min_accuracy=0.95, log=messages.append)
+  assert any("loaded" in m for m in messages)
+  crops = judge_lib.crop_regions(real_examples["image"][:8], [(0, 0, 16, 18)] * 8)
+  np.testing.assert_allclose(again.probabilities(crops), judge.probabilities(crops), atol=1e-6)
+  with pytest.raises(judge_lib.JudgeError):
+    judge_lib.load_or_train_judge(cache, QUICK, min_accuracy=1.01, log=lambda *_: None)
+
+
+def test_inputs_are_checked(quick_judge, real_examples):
+  _, judge = quick_judge
+  image = real_examples["image"][:1]
+  with pytest.raises(ValueError):
+    judge_lib.judge_samples(judge, image, [b"left"], [[3]])  # a pair relation names two digits
+  swapped_boxes = [[9, 15, 24, 30, 9, 0, 24, 15]]  # the right-hand box given for the left digit
+  with pytest.raises(ValueError):
+    judge_lib.judge_samples(judge, image, [b"left"], [[3, 4]], boxes=swapped_boxes)
+
+
+def test_the_cached_full_judge_meets_its_bar():
+  """The real judge, if this checkout has trained it (python -m text2pixel.judge)."""
+  path = os.path.join(judge_lib.DEFAULT_CACHE_DIR, judge_lib.INFO_FILE)
+  if not os.path.exists(path):
+    pytest.skip(f"{path} not trained here")
+  with open(path, encoding="utf-8") as f:
+    info = json.load(f)
+  if info["settings"] != judge_lib.JudgeSettings().to_dict():
+    pytest.skip("the cached judge was trained with other settings")
+  assert info["test_accuracy"] >= judge_lib.MIN_ACCURACY
+
+
+def test_judges_a_split_as_load_split_gives_it(quick_judge, mnist_captions_dir):
+  from text2pixel import tfrecords
+  _, judge = quick_judge
+  for split in ("test", "heldout"):
+    data = tfrecords.load_split(mnist_captions_dir, split)
+    result = judge_lib.judge_accuracy(judge, data["image"], data["relation"], data["digits"],
+                                      data["boxes"])
+    assert result["count"] == 64 and result["accuracy"] >= 0.9, (split, result)

@@ -1,0 +1,185 @@
+"""Samplers, the sample binary, and the SavedModel export (loaded where tfa does not exist)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from text2pixel import export, generation, sampling, text as text_lib, tfrecords, training
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAPTIONS = ["the digit 3 is on the left of the digit 5", "the digit 7 is at the top left of the image"]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run_dir):
+  return training.load_run(tiny_run_dir)
+
+
+def _ids(vocab, config, captions=CAPTIONS):
+  ids = [vocab.encode(c, config.max_caption_len) for c in captions]
+  return (tf.constant(tfrecords.pad_ids(ids, config.max_caption_len)),
+          tf.constant([len(x) for x in ids], tf.int32))
+
+
+@pytest.mark.parametrize("method", sampling.METHODS)
+def test_samplers_return_images_whose_log_prob_matches_teacher_forcing(run, method):
+  config, vocab, model = run
+  ids, lengths = _ids(vocab, config)
+  fn = sampling.make_generate_fn(model, method, num_samples=3, beam_width=2)
+  out = fn(ids, lengths, tf.constant(1.0), tf.constant(11))
+  images = out["images"].numpy()
+  samples = images.shape[1]
+  assert images.dtype == np.uint8 and images.shape == (2, samples, 8, 8)
+  assert samples == (2 if method == "beam" else 3)
+  attention = out["attention"].numpy()
+  assert attention.shape == (2, samples, 64, config.max_caption_len)
+  np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-4)
+  assert attention[0, :, :, int(lengths[0]):].max() == 0  # padding never attended
+  scored = model.log_likelihood(tf.repeat(ids, samples, 0), tf.repeat(lengths, samples, 0),
+                                tf.constant(images.reshape(-1, 8, 8))).numpy()
+  np.testing.assert_allclose(out["log_prob"].numpy().ravel(), scored, rtol=1e-4, atol=1e-2)
+  if method == "beam":  # beams come best first
+    assert np.all(np.diff(out["log_prob"].numpy(), axis=1) <= 1e-4)
+  if method == "sample":  # the seed decides the images
+    again = fn(ids, lengths, tf.constant(1.0), tf.constant(11))["images"].numpy()
+    other = fn(ids, lengths, tf.constant(1.0), tf.constant(12))["images"].numpy()
+    np.testing.assert_array_equal(again, images)
+    assert not np.array_equal(other, images)
+
+
+def test_beam_width_one_is_greedy(run):
+  config, vocab, model = run
+  ids, lengths = _ids(vocab, config)
+  greedy = sampling.make_generate_fn(model, "greedy")(ids, lengths, 1.0, 0)
+  beam = sampling.make_generate_fn(model, "beam", beam_width=1)(ids, lengths, 1.0, 0)
+  np.testing.assert_array_equal(beam["images"].numpy(), greedy["images"].numpy())
+  np.testing.assert_allclose(beam["log_prob"].numpy(), greedy["log_prob"].numpy(), rtol=1e-5)
+
+
+def test_low_temperature_approaches_greedy(run):
+  config, vocab, model = run
+  ids, lengths = _ids(vocab, config)
+  greedy = sampling.make_generate_fn(model, "greedy")(ids, lengths, 1.0, 0)["log_prob"].numpy()
+  cold = sampling.make_generate_fn(model, "sample", num_samples=2)(ids, lengths, 0.01, 3)
+  hot = sampling.make_generate_fn(model, "sample", num_samples=2)(ids, lengths, 1.0, 3)
+  assert cold["log_prob"].numpy().mean() > hot["log_prob"].numpy().mean()
+  np.testing.assert_allclose(cold["log_prob"].numpy().mean(), greedy.mean(), rtol=0.05)
+
+
+@pytest.fixture(scope="module")
+def export_dir(run, tmp_path_factory):
+  config, vocab, model = run
+  path = str(tmp_path_factory.mktemp("export") / "model")
+  export.export(model, vocab, config, path, beam_width=2)
+  return path
+
+
+def test_saved_model_loads_without_tensorflow_addons_and_matches(run, export_dir, tmp_path):
+  config, vocab, model = run
+  ids, lengths = _ids(vocab, config)
+  expected = {m: sampling.make_generate_fn(model, m, num_samples=2 if m == "sample" else 1,
+                                          beam_width=2)(ids, lengths, tf.constant(1.0),
+                                                        tf.constant(5))
+              for m in ("sample", "greedy", "beam")}
+  images = expected["sample"]["images"].numpy()[:, 0]
+  expected_scores = model.log_likelihood_matrix(ids, lengths, tf.constant(images)).numpy()
+  np.save(tmp_path / "images.npy", images)
+  script = f"""
+import sys, json
+sys.modules["tensorflow_addons"] = None  # any import of tfa now fails
+import numpy as np, tensorflow as tf
+m = tf.saved_model.load({export_dir!r})
+caps = tf.constant({CAPTIONS!r})
+out = {{}}
+s = m.signatures["sample"](captions=caps, num_samples=tf.constant(2),
+                           temperature=tf.constant(1.0), seed=tf.constant(5))
+out["sample"] = s["images"].numpy().tolist()
+out["sample_lp"] = s["log_prob"].numpy().tolist()
+out["greedy"] = m.signatures["greedy"](captions=caps)["images"].numpy().tolist()
+out["beam"] = m.signatures["beam"](captions=caps)["images"].numpy().tolist()
+out["score"] = m.signatures["score"](captions=caps,
+    images=tf.constant(np.load({str(tmp_path / "images.npy")!r})))["log_likelihood"].numpy().tolist()
+out["tfa_loaded"] = any(k.startswith("tensorflow_addons.") for k in sys.modules)
+print(json.dumps(out))
+"""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=str(tmp_path))
+  assert result.returncode == 0, result.stderr[-3000:]
+  served = json.loads(result.stdout.strip().splitlines()[-1])
+  assert not served["tfa_loaded"]
+  for method in ("sample", "greedy", "beam"):
+    np.testing.assert_array_equal(np.array(served[method], np.uint8),
+                                  expected[method]["images"].numpy(), err_msg=method)
+  np.testing.assert_allclose(served["sample_lp"], expected["sample"]["log_prob"].numpy(),
+                             rtol=1e-5)
+  np.testing.assert_allclose(served["score"], expected_scores, rtol=1e-5)
+
+
+def test_export_records_config_and_vocabulary(run, export_dir):
+  config, vocab, _ = run
+  loaded = export.LoadedModel(export_dir)
+  assert loaded.config == config and loaded.vocab == vocab and loaded.beam_width == 2
+  with open(os.path.join(export_dir, "text2pixel.json")) as f:
+    assert json.load(f)["vocabulary"] == vocab.words
+
+
+def test_in_graph_caption_checks(export_dir):
+  module = tf.saved_model.load(export_dir)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="no words"):
+    module.signatures["greedy"](captions=tf.constant(["  !! "]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="too long"):
+    module.signatures["greedy"](captions=tf.constant([" ".join(["digit"] * 40)]))
+
+
+BAD_CAPTIONS = [  # (caption, error message or None, warning)
+    ("", "has no words", None),
+    ("   \t ", "has no words", None),
+    ("the digit " * 10, "has 20 words; the limit is 15", None),
+    ("purple elephants", "no word is in the vocabulary (unknown: purple, elephants)", None),
+    ("x" * 5000, "no word is in the vocabulary (unknown: " + "x" * 5000, None),
+    (b"the digit \xe9", "is not valid UTF-8", None),
+    ("the digit 4 is purple", None, "unknown words purple become <unk>"),
+]
+
+
+@pytest.mark.parametrize("source", ["run", "saved_model"])
+def test_bad_captions_give_clear_errors(tiny_run_dir, export_dir, source):
+  generator = generation.Generator.open(tiny_run_dir if source == "run" else export_dir)
+  for caption, error, warning in BAD_CAPTIONS:
+    warnings = []
+    if error:
+      with pytest.raises(text_lib.CaptionError) as raised:
+        generator.generate([caption], "greedy", warn=warnings.append)
+      assert error in str(raised.value), (caption, str(raised.value))
+    else:
+      out = generator.generate([caption], "greedy", warn=warnings.append)
+      assert out["images"].shape == (1, 1, 8, 8)
+      assert any(warning in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("source", ["run", "saved_model"])
+def test_sample_binary_writes_pictures(tiny_run_dir, export_dir, tmp_path, source):
+  where = ["--run_dir", tiny_run_dir] if source == "run" else ["--saved_model", export_dir]
+  base = [sys.executable, "-m", "text2pixel.binaries.sample", *where, "--num_samples", "2",
+          "--out_dir", str(tmp_path)]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  captions_file = tmp_path / "captions.txt"
+  captions_file.write_text("\n".join(CAPTIONS) + "\n", encoding="utf-8")
+  ok = subprocess.run(base + ["--captions_file", str(captions_file)], capture_output=True,
+                      text=True, cwd=REPO, env=env, timeout=300)
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  assert (tmp_path / "sample_grid.png").stat().st_size > 500
+  assert (tmp_path / "attention_001.png").stat().st_size > 500
+  if source == "saved_model":  # a bad caption: one error line, exit status 2, no traceback
+    result = subprocess.run(base + ["--captions", "purple elephants"], capture_output=True,
+                            text=True, cwd=REPO, env=env, timeout=300)
+    assert result.returncode == 2
+    assert [l for l in result.stderr.splitlines() if l.strip()] == [
+        "error: caption 'purple elephants': no word is in the vocabulary (unknown: purple, "
+        "elephants)"]

@@ -1,0 +1,95 @@
+"""One interface to generate and score from either a training run or an exported SavedModel.
+
+Captions are checked in Python first (text.encode_captions) so a person gets a clear message
+("the limit is 15 words", "no word is in the vocabulary (unknown: ...)") before any graph runs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from text2pixel import text as text_lib, tfrecords
+
+
+class Generator:
+  """Base: subclasses provide config, vocab, _generate and _score."""
+
+  config = None
+  vocab: text_lib.Vocabulary = None
+  attends = True
+
+  @staticmethod
+  def open(path: str, beam_width: int = 4) -> "Generator":
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+      return SavedModelGenerator(path)
+    return CheckpointGenerator(path, beam_width)
+
+  def prepare(self, captions: Sequence[str], warn=None):
+    ids = text_lib.encode_captions(self.vocab, captions, self.config.max_caption_len, warn)
+    words = [[self.vocab.words[i] if i != text_lib.UNK_ID else t for i, t in
+              zip(x[:-1], text_lib.tokenize(c))] + [text_lib.EOS] for x, c in zip(ids, captions)]
+    lengths = np.array([len(x) for x in ids], np.int32)
+    return tfrecords.pad_ids(ids, self.config.max_caption_len), lengths, words
+
+  def generate(self, captions: Sequence[str], method: str, num_samples: int = 1,
+               temperature: float = 1.0, seed: int = 0, warn=None) -> Dict[str, np.ndarray]:
+    """images [B, S, side, side] uint8, log_prob [B, S] nats, attention [B, S, pixels, words]."""
+    if method == "sample" and temperature <= 0:
+      raise ValueError("--temperature must be > 0 (use --method greedy for the argmax)")
+    if num_samples < 1:
+      raise ValueError("--num_samples must be >= 1")
+    ids, lengths, words = self.prepare(captions, warn)
+    out = self._generate(captions, ids, lengths, method, num_samples, temperature, seed)
+    out["words"] = words
+    return out
+
+  def score(self, captions: Sequence[str], images: np.ndarray) -> np.ndarray:
+    """log p(image j | caption i) [captions, images] in nats."""
+    ids, lengths, _ = self.prepare(captions)
+    return self._score(captions, ids, lengths, np.asarray(images, np.uint8))
+
+
+class CheckpointGenerator(Generator):
+
+  def __init__(self, run_dir: str, beam_width: int = 4):
+    from text2pixel import training
+    self.config, self.vocab, self.model = training.load_run(run_dir)
+    self.attends = self.config.conditioning == "attention"
+    self.beam_width = beam_width
+    self._functions = {}
+
+  def _generate(self, captions, ids, lengths, method, num_samples, temperature, seed):
+    from text2pixel import sampling
+    key = (method, num_samples)
+    if key not in self._functions:
+      self._functions[key] = sampling.make_generate_fn(self.model, method, num_samples,
+                                                       self.beam_width)
+    out = self._functions[key](tf.constant(ids), tf.constant(lengths),
+                               tf.constant(float(temperature)), tf.constant(int(seed)))
+    return {k: v.numpy() for k, v in out.items()}
+
+  def _score(self, captions, ids, lengths, images):
+    return self.model.log_likelihood_matrix(tf.constant(ids), tf.constant(lengths),
+                                            tf.constant(images)).numpy()
+
+
+class SavedModelGenerator(Generator):
+
+  def __init__(self, export_dir: str):
+    from text2pixel import export
+    self.loaded = export.LoadedModel(export_dir)
+    self.config, self.vocab = self.loaded.config, self.loaded.vocab
+    self.attends = self.config.conditioning == "attention"
+
+  def _generate(self, captions, ids, lengths, method, num_samples, temperature, seed):
+    out = self.loaded.generate(captions, method, num_samples, temperature, seed)
+    out.pop("tokens", None)
+    return out
+
+  def _score(self, captions, ids, lengths, images):
+    return self.loaded.score(captions, images)
+
