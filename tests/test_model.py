@@ -135,3 +135,47 @@ def test_killed_run_resumes_from_its_last_checkpoint(mnist_captions_dir, tmp_pat
   tf.train.Checkpoint(optimizer=trainer.optimizer, model=trainer.model).restore(
       latest).expect_partial()
   np.testing.assert_array_equal(trainer.optimizer.variables[1].numpy(), saved_slot)
+
+
+def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    mnist_captions_dir, tmp_path):
+  common = dict(checkpoint_every=5, eval_every=1000, sample_every=1000, log_every=1000)
+  trainer = _trainer(str(tmp_path / "nan"), mnist_captions_dir, train_steps=5, **common)
+  trainer.train()
+  good = [w.numpy().copy() for w in trainer.model.weights]
+  trainer = _trainer(str(tmp_path / "nan"), mnist_captions_dir, train_steps=10, **common)
+  restore = trainer.restore
+
+  def restore_then_blow_up():  # a blown-up weight after the restore: every loss is NaN
+    step = restore()
+    kernel = trainer.model.output_layer.kernel
+    kernel.assign(tf.fill(kernel.shape, float("nan")))
+    return step
+  trainer.restore = restore_then_blow_up
+  with pytest.raises(training.TrainingError, match=r"non-finite loss .* at step 6; the last good "
+                                                   r"checkpoint is kept"):
+    trainer.train()
+  assert tf.train.latest_checkpoint(str(tmp_path / "nan" / "checkpoints")).endswith("ckpt-5")
+  restored = _trainer(str(tmp_path / "nan"), mnist_captions_dir, train_steps=10, **common)
+  assert restored.restore() == 5
+  for a, b in zip(good, restored.model.weights):
+    np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_nonfinite_batches_can_be_skipped_and_counted(mnist_captions_dir, tmp_path):
+  trainer = _trainer(str(tmp_path / "skip"), mnist_captions_dir, train_steps=8, nonfinite="skip",
+                     checkpoint_every=100, eval_every=1000, sample_every=1000, log_every=1000)
+  real_step = trainer.train_step
+  calls = []
+
+  def sometimes_nan(iterator):  # the third batch yields a non-finite loss
+    calls.append(1)
+    loss, norm, applied = real_step(iterator)
+    if len(calls) == 3:
+      return tf.constant(float("nan")), tf.constant(float("nan")), tf.constant(False)
+    return loss, norm, applied
+  trainer.train_step = sometimes_nan
+  trainer.train()
+  assert int(trainer.nonfinite_skipped.numpy()) == 1
+  assert int(trainer.step.numpy()) == 8 and len(calls) == 8
+  assert all(np.isfinite(w.numpy()).all() for w in trainer.model.weights)

@@ -8,6 +8,8 @@ the graph, so a serving system needs nothing else. Signatures:
   greedy(captions)                                 -> the same with S = 1
   beam(captions)                                   -> the beam_width beams, best first
   score(captions, images)                          -> log_likelihood [captions, images] (nats)
+  score_ids(caption_ids, caption_len, images)      -> the same from token ids
+  log_likelihood(caption_ids, caption_len, images) -> log p(image i | caption i) [N]
   metadata()                                       -> config JSON, vocabulary, beam width
 
 We export a tf.Module (the Model Garden ExportModule pattern) rather than ``model.save``: tfa's
@@ -111,6 +113,22 @@ class ExportModule(tf.Module):
                               message=f"images must be {side}x{side}")
     return {"log_likelihood": self._model_holder.model.log_likelihood_matrix(ids, lengths, images)}
 
+  @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32),
+                                tf.TensorSpec([None], tf.int32),
+                                tf.TensorSpec([None, None, None], tf.uint8)])
+  def score_ids(self, caption_ids, caption_len, images):
+    """Like score, from token ids (lets evaluation score the empty caption, [<eos>])."""
+    return {"log_likelihood": self._model_holder.model.log_likelihood_matrix(
+        caption_ids, caption_len, images)}
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32),
+                                tf.TensorSpec([None], tf.int32),
+                                tf.TensorSpec([None, None, None], tf.uint8)])
+  def log_likelihood(self, caption_ids, caption_len, images):
+    """log p(image i | caption i) for matched pairs [N] (bits/dim of a split)."""
+    return {"log_likelihood": self._model_holder.model.log_likelihood(
+        caption_ids, caption_len, images)}
+
   @tf.function(input_signature=[])
   def metadata(self):
     return {"config_json": self.config_json, "vocabulary": self.vocabulary,
@@ -127,6 +145,8 @@ def export(model: AlignPixelRNN, vocab: text_lib.Vocabulary, config: Config, exp
       "greedy": module.greedy.get_concrete_function(),
       "beam": module.beam.get_concrete_function(),
       "score": module.score.get_concrete_function(),
+      "score_ids": module.score_ids.get_concrete_function(),
+      "log_likelihood": module.log_likelihood.get_concrete_function(),
       "metadata": module.metadata.get_concrete_function(),
   }
   tmp = export_dir.rstrip("/") + ".tmp"
@@ -168,4 +188,10 @@ class LoadedModel:
   def score(self, captions, images):
     out = self.module.signatures["score"](captions=tf.constant(list(captions)),
                                           images=tf.constant(images, tf.uint8))
+    return out["log_likelihood"].numpy()
+
+  def ids_signature(self, name, caption_ids, caption_len, images):
+    out = self.module.signatures[name](caption_ids=tf.constant(caption_ids, tf.int32),
+                                       caption_len=tf.constant(caption_len, tf.int32),
+                                       images=tf.constant(images, tf.uint8))
     return out["log_likelihood"].numpy()

@@ -16,7 +16,7 @@ from text2pixel import text as text_lib, tfrecords
 
 
 class Generator:
-  """Base: subclasses provide config, vocab, _generate and _score."""
+  """Base: subclasses provide config, vocab, _generate, score_ids and log_likelihood."""
 
   config = None
   vocab: text_lib.Vocabulary = None
@@ -50,7 +50,15 @@ class Generator:
   def score(self, captions: Sequence[str], images: np.ndarray) -> np.ndarray:
     """log p(image j | caption i) [captions, images] in nats."""
     ids, lengths, _ = self.prepare(captions)
-    return self._score(captions, ids, lengths, np.asarray(images, np.uint8))
+    return self.score_ids(ids, lengths, images)
+
+  def score_ids(self, ids, lengths, images) -> np.ndarray:
+    """log p(image j | caption i) [captions, images] from padded token ids (nats)."""
+    raise NotImplementedError
+
+  def log_likelihood(self, ids, lengths, images) -> np.ndarray:
+    """log p(image i | caption i) [N] for matched pairs (nats)."""
+    raise NotImplementedError
 
 
 class CheckpointGenerator(Generator):
@@ -61,6 +69,12 @@ class CheckpointGenerator(Generator):
     self.attends = self.config.conditioning == "attention"
     self.beam_width = beam_width
     self._functions = {}
+    length, side = self.config.max_caption_len, self.config.image_side
+    signature = [tf.TensorSpec([None, length], tf.int32), tf.TensorSpec([None], tf.int32),
+                 tf.TensorSpec([None, side, side], tf.uint8)]
+    # One trace each, whatever the block sizes.
+    self._matrix = tf.function(self.model.log_likelihood_matrix, input_signature=signature)
+    self._pairs = tf.function(self.model.log_likelihood, input_signature=signature)
 
   def _generate(self, captions, ids, lengths, method, num_samples, temperature, seed):
     from text2pixel import sampling
@@ -72,9 +86,13 @@ class CheckpointGenerator(Generator):
                                tf.constant(float(temperature)), tf.constant(int(seed)))
     return {k: v.numpy() for k, v in out.items()}
 
-  def _score(self, captions, ids, lengths, images):
-    return self.model.log_likelihood_matrix(tf.constant(ids), tf.constant(lengths),
-                                            tf.constant(images)).numpy()
+  def score_ids(self, ids, lengths, images):
+    return self._matrix(tf.constant(ids, tf.int32), tf.constant(lengths, tf.int32),
+                        tf.constant(images, tf.uint8)).numpy()
+
+  def log_likelihood(self, ids, lengths, images):
+    return self._pairs(tf.constant(ids, tf.int32), tf.constant(lengths, tf.int32),
+                       tf.constant(images, tf.uint8)).numpy()
 
 
 class SavedModelGenerator(Generator):
@@ -90,6 +108,13 @@ class SavedModelGenerator(Generator):
     out.pop("tokens", None)
     return out
 
-  def _score(self, captions, ids, lengths, images):
+  def score(self, captions, images):
+    self.prepare(captions)  # the Python checks, for their clearer messages
     return self.loaded.score(captions, images)
+
+  def score_ids(self, ids, lengths, images):
+    return self.loaded.ids_signature("score_ids", ids, lengths, images)
+
+  def log_likelihood(self, ids, lengths, images):
+    return self.loaded.ids_signature("log_likelihood", ids, lengths, images)
 

@@ -93,6 +93,11 @@ class SsimStats(NamedTuple):
   settings: Dict[str, Any]
 
 
+def ssim_settings_for(h: int, w: int) -> Dict[str, Any]:
+  """SSIM_SETTINGS, with the window shrunk to the image for images under 11 pixels (tests' 8x8)."""
+  return dict(SSIM_SETTINGS, filter_size=min(SSIM_SETTINGS["filter_size"], h, w))
+
+
 def ssim_values(samples: np.ndarray, references: np.ndarray, chunk: int = 4096) -> np.ndarray:
   """SSIM of each sample with its caption's reference: float64 [num_captions, num_samples]."""
   import tensorflow as tf  # lazy: the rank metrics do not need TensorFlow
@@ -110,7 +115,7 @@ def ssim_values(samples: np.ndarray, references: np.ndarray, chunk: int = 4096) 
   flat = samples.reshape(-1, h, w)
   paired = np.repeat(references, num_samples, axis=0)
   out = np.empty(flat.shape[0], np.float64)
-  s = SSIM_SETTINGS
+  s = ssim_settings_for(h, w)
   for start in range(0, flat.shape[0], chunk):  # chunked: bounded memory for 50 x 2000 pairs
     a = tf.constant(flat[start:start + chunk, :, :, None], tf.float32)
     b = tf.constant(paired[start:start + chunk, :, :, None], tf.float32)
@@ -129,7 +134,7 @@ def ssim_stats(samples: np.ndarray, references: np.ndarray, chunk: int = 4096) -
   k1 0.01, k2 0.03, 'valid' windows, averaged over the SSIM map).
   """
   values = ssim_values(samples, references, chunk)
-  settings = dict(SSIM_SETTINGS, image_shape=list(references.shape[1:]),
+  settings = dict(ssim_settings_for(*references.shape[1:]), image_shape=list(references.shape[1:]),
                   num_pairs=int(values.size), std="population (ddof=0) over all pairs")
   return SsimStats(float(values.mean()), float(values.std()), settings)
 

@@ -72,13 +72,17 @@ def attention_picture(image: np.ndarray, attention: np.ndarray, words: Sequence[
   """The image, then one heat map per word: attention [H*W, num_words] of each pixel over words.
 
   Each heat map shows, for every pixel, the weight the decoder gave that word while drawing it
-  (bright = attended), so a reader sees which words placed which strokes.
+  (bright = attended), so a reader sees which words placed which strokes. All maps share one
+  scale, from 0 to the largest weight in the picture (written in the caption line), so maps can
+  be compared with each other.
   """
   image = np.asarray(image, np.uint8)
   side = image.shape[0]
   attention = np.asarray(attention, np.float32)[:, :len(words)]
   maps = attention.T.reshape(len(words), side, side)
-  tiles = [image] + [np.uint8(np.clip(m, 0, 1) * 255) for m in maps]
+  top = max(float(attention.max()), 1e-6)
+  tiles = [image] + [np.uint8(np.clip(m / top, 0, 1) * 255) for m in maps]
+  caption = f"{caption}  (heat: 0 .. {top:.2f})" if caption else caption
   labels = ["image"] + list(words)
   tile = side * scale
   label_h = _LINE_HEIGHT + 4

@@ -172,8 +172,8 @@ MODEL_KEYS = ("image", "caption_ids", "caption_len")
 def make_dataset(files: Sequence[str], batch_size: int, image_side: int, max_caption_len: int,
                  shuffle: bool = False, repeat: bool = False, seed: Optional[int] = None,
                  shuffle_buffer: int = 10_000, model_inputs_only: bool = True,
-                 drop_remainder: bool = True) -> tf.data.Dataset:
-  """Parse, (shuffle), pad-batch captions to max_caption_len, prefetch.
+                 drop_remainder: bool = True, skip_batches: int = 0) -> tf.data.Dataset:
+  """Parse, (shuffle), pad-batch captions to max_caption_len, (skip), prefetch.
 
   Captions are padded to one fixed length so every batch has the same static shape and the
   training step is traced once. Captions longer than max_caption_len are dropped (the builders
@@ -202,6 +202,8 @@ def make_dataset(files: Sequence[str], batch_size: int, image_side: int, max_cap
               "caption_len": [], "caption": [], "source_id": [], "digits": [None],
               "relation": [], "boxes": [None]}
   ds = ds.padded_batch(batch_size, padded_shapes=shapes, drop_remainder=drop_remainder)
+  if skip_batches:  # the order is seeded and deterministic, so this resumes the same stream
+    ds = ds.skip(skip_batches)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 

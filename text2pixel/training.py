@@ -35,8 +35,12 @@ class TrainingError(RuntimeError):
   """A run that cannot start or continue; the message says why."""
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
-  """default: one device; mirrored: all visible GPUs; multi_worker: the cluster in TF_CONFIG."""
+def make_strategy(name: str, collective_timeout_s: float = 120.0) -> tf.distribute.Strategy:
+  """default: one device; mirrored: all visible GPUs; multi_worker: the cluster in TF_CONFIG.
+
+  Under multi_worker a collective that waits longer than collective_timeout_s (a worker died)
+  fails instead of hanging, and the surviving workers exit with an error.
+  """
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
@@ -44,7 +48,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
   if name == "multi_worker":
     if "TF_CONFIG" not in os.environ:
       raise TrainingError("--strategy=multi_worker needs TF_CONFIG describing the cluster")
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=120.0)
+    options = tf.distribute.experimental.CommunicationOptions(
+        timeout_seconds=collective_timeout_s)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
   raise TrainingError(f"unknown strategy '{name}'; choose default, mirrored or multi_worker")
 
@@ -78,12 +83,12 @@ class Trainer:
   """Builds everything under a strategy and trains; ``train()`` returns the final metrics."""
 
   def __init__(self, config: Config, data_dir: str, run_dir: str, strategy_name: str = "default",
-               log=print):
+               log=print, collective_timeout_s: float = 120.0):
     self.config = config
     self.data_dir = data_dir
     self.run_dir = run_dir
     self.log = log
-    self.strategy = make_strategy(strategy_name)
+    self.strategy = make_strategy(strategy_name, collective_timeout_s)
     self.chief = is_chief(self.strategy)
     self.stop_requested = False
     if config.mixed_precision != "float32":
@@ -101,7 +106,7 @@ class Trainer:
       config_lib.save(config, os.path.join(run_dir, "config.json"))
       self.vocab.save(os.path.join(run_dir, "vocab.json"))
 
-    tf.random.set_seed(config.seed)
+    tf.keras.utils.set_random_seed(config.seed)  # python, numpy, TF and Keras initialisers
     with self.strategy.scope():
       self.model = model_lib.build(config, len(self.vocab))
       self.optimizer = tf.keras.optimizers.RMSprop(config.learning_rate)
@@ -109,15 +114,20 @@ class Trainer:
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
       self.rng = tf.random.Generator.from_seed(config.seed)
       self.nonfinite_skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
+      # Training time so far, checkpointed: max_train_minutes bounds the whole run, not one start.
+      self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
 
-    self.train_dataset = self._dataset(self.train_files, train=True)
-    self.train_iterator = iter(self.train_dataset)
-    # Checkpoints hold the data iterator too, so a resumed run continues the same data stream.
-    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                          step=self.step, rng=self.rng,
-                                          nonfinite_skipped=self.nonfinite_skipped,
-                                          train_iterator=self.train_iterator)
-    checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    # A resumed run continues the same data stream: the checkpoint holds the data iterator where
+    # tf.distribute can save it; under multi_worker it cannot, and the seeded, deterministic
+    # stream is instead skipped forward by the number of batches already trained on.
+    self.iterator_in_checkpoint = strategy_name != "multi_worker"
+    tracked = dict(model=self.model, optimizer=self.optimizer, step=self.step, rng=self.rng,
+                   nonfinite_skipped=self.nonfinite_skipped, train_seconds=self.train_seconds)
+    if self.iterator_in_checkpoint:
+      self.train_iterator = iter(self._dataset(self.train_files, train=True))
+      tracked["train_iterator"] = self.train_iterator
+    self.checkpoint = tf.train.Checkpoint(**tracked)
+    checkpoint_dir = self.checkpoint_dir = os.path.join(run_dir, "checkpoints")
     if not self.chief:  # other workers write to a scratch copy that is thrown away
       checkpoint_dir = os.path.join(run_dir, f"worker_tmp_{os.getpid()}")
     self.manager = tf.train.CheckpointManager(self.checkpoint, checkpoint_dir,
@@ -130,11 +140,11 @@ class Trainer:
 
   # --- data ---------------------------------------------------------------------------------
 
-  def _dataset(self, files: List[str], train: bool):
+  def _dataset(self, files: List[str], train: bool, skip_batches: int = 0, repeat: bool = False):
     c = self.config
     ds = tfrecords.make_dataset(files, c.batch_size, c.image_side, c.max_caption_len,
-                                shuffle=train, repeat=train, seed=c.seed,
-                                shuffle_buffer=c.shuffle_buffer)
+                                shuffle=train, repeat=train or repeat, seed=c.seed,
+                                shuffle_buffer=c.shuffle_buffer, skip_batches=skip_batches)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return self.strategy.experimental_distribute_dataset(ds.with_options(options))
@@ -155,19 +165,19 @@ class Trainer:
         logits = model(batch, training=True)
         per_example = per_example_nll(batch, logits)
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=c.batch_size)
-        scaled = loss
-      grads = tape.gradient(scaled, model.trainable_variables)
+      grads = tape.gradient(loss, model.trainable_variables)
       # Sum over replicas first, then clip: the same update as one device with the whole batch.
       context = tf.distribute.get_replica_context()
       grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
       grads, norm = tf.clip_by_global_norm(grads, c.clip_norm)
       finite = tf.math.is_finite(norm) & tf.math.is_finite(context.all_reduce("sum", loss))
-
-      def apply():
-        optimizer.apply_gradients(zip(grads, model.trainable_variables),
-                                  skip_gradients_aggregation=True)
-        return tf.constant(True)
-      applied = tf.cond(finite, apply, lambda: tf.constant(False))
+      # No tf.cond around apply_gradients: a synchronisation point inside control flow is not
+      # supported under MultiWorkerMirroredStrategy. A non-finite step applies zero gradients
+      # instead: weights stay as they were (RMSProp's running average decays by one step).
+      grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+      optimizer.apply_gradients(zip(grads, model.trainable_variables),
+                                skip_gradients_aggregation=True)
+      applied = finite
       return loss, norm, applied
 
     @tf.function
@@ -205,11 +215,15 @@ class Trainer:
         pass
 
   def restore(self) -> int:
-    latest = self.manager.latest_checkpoint
+    # Every worker restores the chief's checkpoint (the others only ever write scratch copies).
+    latest = tf.train.latest_checkpoint(self.checkpoint_dir)
     if latest:
       self.checkpoint.restore(latest).assert_existing_objects_matched()
       self.log(f"resumed from {latest} at step {int(self.step.numpy())}")
-    return int(self.step.numpy())
+    step = int(self.step.numpy())
+    if not self.iterator_in_checkpoint:
+      self.train_iterator = iter(self._dataset(self.train_files, train=True, skip_batches=step))
+    return step
 
   def save(self) -> Optional[str]:
     path = self.manager.save(checkpoint_number=int(self.step.numpy()))
@@ -218,7 +232,9 @@ class Trainer:
     return path
 
   def evaluate(self, max_batches: Optional[int] = None) -> Dict[str, float]:
-    ds = self._dataset(self.validation_files, train=False)
+    """Mean validation NLL; with max_batches, exactly that many batches of a repeated stream,
+    so that under multi_worker every worker runs the same number of collective steps."""
+    ds = self._dataset(self.validation_files, train=False, repeat=max_batches is not None)
     total = count = 0.0
     for i, batch in enumerate(tfrecords.iterate(ds, self.validation_files)):
       if max_batches is not None and i >= max_batches:
@@ -235,12 +251,16 @@ class Trainer:
     c = self.config
     start_step = self.restore()
     self._install_signal_handlers()
-    if start_step >= c.train_steps:
-      self.log(f"run already at step {start_step} >= train_steps={c.train_steps}; nothing to do")
+    budget = c.max_train_minutes * 60 if c.max_train_minutes else float("inf")
+    if start_step >= c.train_steps or self.train_seconds.numpy() >= budget:
+      self.log(f"run already at step {start_step} after {self.train_seconds.numpy() / 60:.1f} min "
+               f"(train_steps={c.train_steps}, max_train_minutes={c.max_train_minutes}); "
+               "nothing to do")
       return {"step": start_step, **self.evaluate(c.eval_batches)}
     self.log(f"training {c.train_steps - start_step} steps on {self.strategy.num_replicas_in_sync}"
              f" replica(s); global batch {c.batch_size}, {c.num_pixels} pixels per image")
     started = time.time()
+    seconds_before = float(self.train_seconds.numpy())
     window_start, window_steps = time.time(), 0
     losses: List[float] = []
     last = {}
@@ -253,6 +273,7 @@ class Trainer:
           raise tfrecords.DataError(f"corrupt or truncated TFRecord file(s): {', '.join(bad)}")
         raise
       step = int(self.step.assign_add(1).numpy())
+      self.train_seconds.assign(seconds_before + time.time() - started)
       loss = float(loss)
       if not bool(applied):
         if c.nonfinite == "skip":
@@ -273,8 +294,7 @@ class Trainer:
         mean_loss = float(np.mean(losses))
         done = step - start_step
         eta = (c.train_steps - step) / max(steps_per_sec, 1e-9)
-        if c.max_train_minutes:
-          eta = min(eta, c.max_train_minutes * 60 - (time.time() - started))
+        eta = min(eta, budget - float(self.train_seconds.numpy()))
         self.log(f"step {step}/{c.train_steps} loss {mean_loss:.4f} nats/px "
                  f"({model_lib.nats_to_bits_per_dim(mean_loss):.3f} bits/dim) | "
                  f"{steps_per_sec:.2f} steps/s, {steps_per_sec * c.batch_size * c.num_pixels:,.0f}"
@@ -295,7 +315,7 @@ class Trainer:
         self.log(f"step {step}: validation {metrics['bits_per_dim']:.3f} bits/dim")
       if step % c.sample_every == 0 and self.chief:
         self.write_samples(step)
-      if c.max_train_minutes and time.time() - started > c.max_train_minutes * 60:
+      if self.train_seconds.numpy() >= budget:
         self.log(f"time bound of {c.max_train_minutes} min reached at step {step}")
         break
     self.save()
@@ -304,7 +324,7 @@ class Trainer:
     self._scalars("validation", step, metrics)
     if self.chief:
       self.write_samples(step)
-    result = {"step": step, "minutes": (time.time() - started) / 60, **last,
+    result = {"step": step, "minutes": float(self.train_seconds.numpy()) / 60, **last,
               "validation_bits_per_dim": metrics["bits_per_dim"]}
     self.log(f"stopped at step {step}: validation {metrics['bits_per_dim']:.3f} bits/dim; "
              f"checkpoint in {self.manager.directory}")
@@ -328,8 +348,10 @@ class Trainer:
                                     limit=c.num_sample_captions)
     ids = tfrecords.pad_ids(list(examples["caption_ids"]), c.max_caption_len)
     lengths = np.array([len(x) for x in examples["caption_ids"]], np.int32)
-    out = sampling.generate(self.model, tf.constant(ids), tf.constant(lengths), "sample",
-                            num_samples=4, temperature=1.0, seed=step)
+    if not hasattr(self, "_sample_fn"):  # traced once, reused at every sample_every
+      self._sample_fn = sampling.make_generate_fn(self.model, "sample", num_samples=4)
+    out = self._sample_fn(tf.constant(ids), tf.constant(lengths), tf.constant(1.0),
+                          tf.constant(step % (2 ** 31 - 1), tf.int32))
     captions = [x.decode() for x in examples["caption"]]
     grid = np.concatenate([examples["image"][:, None], out["images"].numpy()], axis=1)
     picture = pictures.caption_grid(grid, [f"{cap}   (left: data, then 4 samples)"

@@ -17,6 +17,8 @@ flags.DEFINE_string("data_dir", "workspace/data/mnist_captions", "built data set
 flags.DEFINE_string("run_dir", "workspace/runs/cpu_small", "checkpoints, config and summaries")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy: one device, all local GPUs, or TF_CONFIG's cluster")
+flags.DEFINE_float("collective_timeout_s", 120.0,
+                   "multi_worker: seconds a worker waits for the others before failing")
 
 
 def main(argv):
@@ -25,7 +27,8 @@ def main(argv):
   explicit = config_lib.overrides_from_flags(FLAGS)
   requested = config_lib.config_from_flags(FLAGS)
   config = training.resolve_run_config(FLAGS.run_dir, requested, explicit)
-  trainer = training.Trainer(config, FLAGS.data_dir, FLAGS.run_dir, FLAGS.strategy)
+  trainer = training.Trainer(config, FLAGS.data_dir, FLAGS.run_dir, FLAGS.strategy,
+                             collective_timeout_s=FLAGS.collective_timeout_s)
   trainer.train()
   return 0
 

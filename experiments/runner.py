@@ -1,0 +1,185 @@
+"""The experiment runner behind experiments/mnist_captions.py (Table 2) and experiments/coco.py
+(Table 1): build data, train alignPixelRNN and the baselines, evaluate each, and write
+experiments/results/<name>.md with the table next to the paper's.
+
+Every step is one of the project's binaries, run as a subprocess; the exact commands go into the
+results file. Re-running resumes: a finished data set or training run is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = {  # name -> config overrides (the paper's alignDRAW vs noalignDRAW comparison)
+    "alignPixelRNN": {},
+    "noalign (mean of encoder states)": {"conditioning": "mean"},
+    "unconditional pixel LSTM": {"conditioning": "none"},
+}
+
+
+def run(cmd, log_path=None):
+  printable = " ".join(shlex.quote(c) for c in cmd)
+  print(f"$ {printable}", flush=True)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+  with open(log_path, "a") if log_path else open(os.devnull, "w") as log:
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+      print("   " + line, end="", flush=True)
+      log.write(line)
+    if proc.wait():
+      raise SystemExit(f"command failed ({proc.returncode}): {printable}")
+  return printable.replace(sys.executable, ".venv/bin/python")
+
+
+def finished(run_dir, minutes):
+  path = os.path.join(run_dir, "train_result.json")
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return json.load(f)["minutes"] >= minutes * 0.99
+
+
+class Experiment:
+  """What differs between the tables: the data set, how to build it, the paper's rows."""
+
+  def __init__(self, dataset, build_command, paper_rows, sample_captions, description):
+    self.dataset = dataset              # name of the folder under workspace/data
+    self.build_command = build_command  # (python, data_dir) -> argv list, or None if prebuilt
+    self.paper_rows = paper_rows        # rows for metrics.format_table
+    self.sample_captions = sample_captions
+    self.description = description
+
+
+def main(experiment: Experiment):
+  parser = argparse.ArgumentParser(description=experiment.description)
+  parser.add_argument("--scale", default="cpu_small", help="config preset: cpu_small | paper")
+  parser.add_argument("--minutes", type=float, default=30.0, help="training time per model")
+  parser.add_argument("--models", default="all", help="comma list of model keys, or 'all'")
+  parser.add_argument("--num_captions", type=int, default=1000)
+  parser.add_argument("--pool", type=int, default=1000)
+  parser.add_argument("--ssim_captions", type=int, default=200)
+  parser.add_argument("--ssim_samples", type=int, default=50)
+  parser.add_argument("--workspace", default="workspace")
+  args = parser.parse_args()
+
+  py = sys.executable
+  name = f"{experiment.dataset}_{args.scale}"
+  data = os.path.join(args.workspace, "data", experiment.dataset)
+  results_dir = os.path.join(REPO, "experiments", "results")
+  files_dir = os.path.join(results_dir, name + "_files")
+  os.makedirs(files_dir, exist_ok=True)
+  log_path = os.path.join(args.workspace, f"{name}.log")
+  os.makedirs(args.workspace, exist_ok=True)
+  started = time.time()
+  commands = []
+  build = experiment.build_command(py, data)
+  if build:
+    commands.append(run(build, log_path))
+
+  chosen = list(MODELS) if args.models == "all" else [m.strip() for m in args.models.split(",")]
+  for model in chosen:
+    slug = model.split(" ")[0].lower()
+    run_dir = os.path.join(args.workspace, "runs", f"{name}_{slug}")
+    eval_dir = os.path.join(args.workspace, "eval", f"{name}_{slug}")
+    # An evaluation is redone when asked again (its score matrices resume from disk).
+    overrides = [f"--{k}={v}" for k, v in MODELS[model].items()]
+    train_cmd = [py, "-m", "text2pixel.binaries.train", "--preset", args.scale, "--data_dir", data,
+                 "--run_dir", run_dir, "--max_train_minutes", str(args.minutes), *overrides]
+    if finished(run_dir, args.minutes):  # resumable at the script level too
+      commands.append(" ".join(shlex.quote(c) for c in train_cmd).replace(py, ".venv/bin/python"))
+      print(f"{run_dir} already trained for {args.minutes} min; not training again")
+    else:
+      commands.append(run(train_cmd, log_path))
+    commands.append(run([py, "-m", "text2pixel.binaries.evaluate", "--run_dir", run_dir,
+                         "--data_dir", data, "--out_dir", eval_dir,
+                         "--num_captions", str(args.num_captions), "--pool", str(args.pool),
+                         "--ssim_captions", str(args.ssim_captions),
+                         "--ssim_samples", str(args.ssim_samples), "--model_name", model],
+                        log_path))
+    shutil.copy(os.path.join(eval_dir, "samples.png"), os.path.join(files_dir, f"{slug}_samples.png"))
+    if MODELS[model].get("conditioning", "attention") == "attention":
+      sample_dir = os.path.join(args.workspace, "samples", name)
+      commands.append(run([py, "-m", "text2pixel.binaries.sample", "--run_dir", run_dir,
+                           "--out_dir", sample_dir, "--num_samples", "8",
+                           "--captions", ";".join(experiment.sample_captions)], log_path))
+      shutil.copy(os.path.join(sample_dir, "sample_grid.png"),
+                  os.path.join(files_dir, "caption_samples.png"))
+      for i in range(len(experiment.sample_captions)):
+        shutil.copy(os.path.join(sample_dir, f"attention_{i:03d}.png"),
+                    os.path.join(files_dir, f"attention_{i:03d}.png"))
+  # The table shows every model evaluated so far, so models can be run one session at a time.
+  commands_path = os.path.join(files_dir, "commands.json")
+  if os.path.exists(commands_path):
+    with open(commands_path) as f:
+      commands = [c for c in json.load(f) if c not in commands] + commands
+  with open(commands_path, "w") as f:
+    json.dump(commands, f, indent=1)
+  details = {}
+  for model in MODELS:
+    slug = model.split(" ")[0].lower()
+    run_dir = os.path.join(args.workspace, "runs", f"{name}_{slug}")
+    eval_dir = os.path.join(args.workspace, "eval", f"{name}_{slug}")
+    if not os.path.exists(os.path.join(eval_dir, "results.json")):
+      continue
+    with open(os.path.join(eval_dir, "results.json")) as f:
+      result = json.load(f)
+    with open(os.path.join(run_dir, "train_result.json")) as f:
+      result["training"] = json.load(f)
+    details[model] = result
+  write_markdown(os.path.join(results_dir, name + ".md"), name, args, details, commands,
+                 (time.time() - started) / 60, experiment)
+  print(f"wrote experiments/results/{name}.md")
+
+
+def write_markdown(path, name, args, details, commands, minutes, experiment):
+  sys.path.insert(0, REPO)
+  from text2pixel import metrics
+  table_rows = list(experiment.paper_rows)
+  for model, r in details.items():
+    for key, label in (("log p(x|y)", "log p(x\\|y)"),
+                       ("log p(x|y) - log p(x|empty)", "log p(x\\|y) − log p(x\\|∅)")):
+      ret = r["retrieval"][key]
+      row = {"Model": f"{model}, ranked by {label}", "Med r": ret["median_rank"],
+             **{f"R@{k}": v for k, v in ret["recall"].items()}}
+      if key == "log p(x|y)":
+        row["SSI"] = (r["ssim"]["mean"], r["ssim"]["std"])
+      table_rows.append(row)
+  lines = [f"# {name}: {experiment.description} at `{args.scale}` scale, on this machine", "",
+           metrics.format_table(table_rows), "",
+           "| model | training | steps | test bits/dim | judge: test captions | judge: held-out "
+           "captions |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+  for model, r in details.items():
+    judge = r.get("judge", {})
+    fmt = lambda k: f"{100 * judge[k]['accuracy']:.1f}%" if k in judge else "–"
+    lines.append(f"| {model} | {r['training']['minutes']:.1f} min | {r['training']['step']} | "
+                 f"{r['bits_per_dim']['bits_per_dim']:.4f} | {fmt('test')} | {fmt('heldout')} |")
+  any_result = next(iter(details.values()))
+  lines += ["", f"Retrieval: {any_result['retrieval']['captions']} test captions, each ranking a "
+            f"pool of {any_result['retrieval']['pool']} test images; SSIM: "
+            f"{any_result['ssim']['captions']} captions × {any_result['ssim']['samples_per_caption']}"
+            f" samples at temperature {any_result['ssim']['temperature']} "
+            f"(tf.image.ssim {json.dumps(any_result['ssim']['settings'])}).",
+            f"The whole experiment took {minutes:.0f} min on this machine.", "",
+            "## Samples", "", "![caption samples](" + name + "_files/caption_samples.png)", ""]
+  for i, caption in enumerate(experiment.sample_captions):
+    lines += [f"Attention for \"{caption}\":", "",
+              f"![attention]({name}_files/attention_{i:03d}.png)", ""]
+  for model in details:
+    slug = model.split(" ")[0].lower()
+    lines += [f"Test captions, {model} (left: the data; then samples):", "",
+              f"![{slug}]({name}_files/{slug}_samples.png)", ""]
+  lines += ["## Commands", "", "```"] + commands + ["```", "", "## Config", "", "```json",
+                                                    json.dumps(any_result["config"], indent=1),
+                                                    "```", ""]
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines))
+
