@@ -69,6 +69,8 @@ def main(experiment: Experiment):
   parser.add_argument("--ssim_captions", type=int, default=200)
   parser.add_argument("--ssim_samples", type=int, default=50)
   parser.add_argument("--workspace", default="workspace")
+  parser.add_argument("--report_only", action="store_true",
+                      help="only rewrite the results file from the evaluations on disk")
   args = parser.parse_args()
 
   py = sys.executable
@@ -82,10 +84,12 @@ def main(experiment: Experiment):
   started = time.time()
   commands = []
   build = experiment.build_command(py, data)
-  if build:
+  if build and not args.report_only:
     commands.append(run(build, log_path))
 
   chosen = list(MODELS) if args.models == "all" else [m.strip() for m in args.models.split(",")]
+  if args.report_only:
+    chosen = []
   for model in chosen:
     slug = model.split(" ")[0].lower()
     run_dir = os.path.join(args.workspace, "runs", f"{name}_{slug}")
@@ -168,7 +172,17 @@ def write_markdown(path, name, args, details, commands, minutes, experiment):
             f"{any_result['ssim']['captions']} captions × {any_result['ssim']['samples_per_caption']}"
             f" samples at temperature {any_result['ssim']['temperature']} "
             f"(tf.image.ssim {json.dumps(any_result['ssim']['settings'])}).",
-            f"The whole experiment took {minutes:.0f} min on this machine.", "",
+            "Training time per model is in the second table; evaluation took "
+            + ", ".join(f"{r['minutes']:.1f} min ({m})" for m, r in details.items()) + ".", "",
+            f"Chance level for this pool (a model that ignores the caption): "
+            + ", ".join(f"R@{k} {100 * min(k, any_result['retrieval']['pool']) / any_result['retrieval']['pool']:.1f}"
+                        for k in (1, 5, 10, 50))
+            + f", median rank {(any_result['retrieval']['pool'] + 1) / 2:g}.", ""]
+  notes = os.path.join(os.path.dirname(path), name + ".notes.md")
+  if os.path.exists(notes):  # the hand-written reading of the numbers, kept across reruns
+    with open(notes, encoding="utf-8") as f:
+      lines += ["## The gap to the paper", "", f.read().strip(), ""]
+  lines += [
             "## Samples", "", "![caption samples](" + name + "_files/caption_samples.png)", ""]
   for i, caption in enumerate(experiment.sample_captions):
     lines += [f"Attention for \"{caption}\":", "",

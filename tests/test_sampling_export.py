@@ -121,16 +121,20 @@ print(json.dumps(out))
   np.testing.assert_allclose(served["score"], expected_scores, rtol=1e-5)
 
 
-def test_export_records_config_and_vocabulary(run, export_dir):
+@pytest.fixture(scope="module")
+def loaded(export_dir):
+  return export.LoadedModel(export_dir)  # loading takes ~30 s: once per module
+
+
+def test_export_records_config_and_vocabulary(run, export_dir, loaded):
   config, vocab, _ = run
-  loaded = export.LoadedModel(export_dir)
   assert loaded.config == config and loaded.vocab == vocab and loaded.beam_width == 2
   with open(os.path.join(export_dir, "text2pixel.json")) as f:
     assert json.load(f)["vocabulary"] == vocab.words
 
 
-def test_in_graph_caption_checks(export_dir):
-  module = tf.saved_model.load(export_dir)
+def test_in_graph_caption_checks(loaded):
+  module = loaded.module
   with pytest.raises(tf.errors.InvalidArgumentError, match="no words"):
     module.signatures["greedy"](captions=tf.constant(["  !! "]))
   with pytest.raises(tf.errors.InvalidArgumentError, match="too long"):
@@ -149,8 +153,9 @@ BAD_CAPTIONS = [  # (caption, error message or None, warning)
 
 
 @pytest.mark.parametrize("source", ["run", "saved_model"])
-def test_bad_captions_give_clear_errors(tiny_run_dir, export_dir, source):
-  generator = generation.Generator.open(tiny_run_dir if source == "run" else export_dir)
+def test_bad_captions_give_clear_errors(tiny_run_dir, loaded, source):
+  generator = generation.Generator.open(tiny_run_dir) if source == "run" else \
+      generation.SavedModelGenerator(loaded)
   for caption, error, warning in BAD_CAPTIONS:
     warnings = []
     if error:

@@ -97,9 +97,10 @@ class CheckpointGenerator(Generator):
 
 class SavedModelGenerator(Generator):
 
-  def __init__(self, export_dir: str):
+  def __init__(self, export_dir_or_loaded):
     from text2pixel import export
-    self.loaded = export.LoadedModel(export_dir)
+    self.loaded = export_dir_or_loaded if isinstance(export_dir_or_loaded, export.LoadedModel) \
+        else export.LoadedModel(export_dir_or_loaded)
     self.config, self.vocab = self.loaded.config, self.loaded.vocab
     self.attends = self.config.conditioning == "attention"
 
