@@ -86,11 +86,10 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
     ids = tf.transpose(outputs.predicted_ids, [0, 2, 1])  # [B, beam, pixels], best beam first
     images = tf.reshape(_images_from_ids(ids, side), [batch, width, side, side])
     log_prob = final_state.log_probs                       # [B, beam]: sum of log p per pixel
+    # Row b * width + k of the history is beam k of caption b (tile_batch's order), reordered by
+    # the decoder along each final beam's ancestry (reorder_tensor_arrays).
     attention = _alignments(final_state.cell_state, model)
-    if attention is not None:  # beam search keeps [pixels, B, beam, words] histories
-      attention = tf.reshape(attention, [pixels, batch, width, -1]) if attention.shape.rank == 4 \
-          else attention
-    return _pack(images, log_prob, attention, batch, width, pixels, words, beam=True)
+    return _pack(images, log_prob, attention, batch, width, pixels, words)
 
   samples = num_samples
   flat = batch * samples
@@ -114,14 +113,10 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
   return _pack(images, log_prob, _alignments(final_state, model), batch, samples, pixels, words)
 
 
-def _pack(images, log_prob, attention, batch, samples, pixels, words, beam=False):
+def _pack(images, log_prob, attention, batch, samples, pixels, words):
+  """attention [batch * samples, pixels, words] (or None) -> [batch, samples, pixels, words]."""
   if attention is None:
     attention = tf.zeros([batch, samples, pixels, words], tf.float32)
-  elif beam:
-    attention = tf.reshape(attention, [pixels, batch, samples, -1]) \
-        if attention.shape.rank == 4 else tf.reshape(
-            tf.transpose(attention, [1, 0, 2]), [pixels, batch, samples, -1])
-    attention = tf.transpose(attention, [1, 2, 0, 3])
   else:
     attention = tf.reshape(attention, [batch, samples, pixels, -1])
   return {"images": images, "log_prob": log_prob,
