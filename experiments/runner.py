@@ -78,7 +78,6 @@ def main(experiment: Experiment):
   data = os.path.join(args.workspace, "data", experiment.dataset)
   results_dir = os.path.join(REPO, "experiments", "results")
   files_dir = os.path.join(results_dir, name + "_files")
-  os.makedirs(files_dir, exist_ok=True)
   log_path = os.path.join(args.workspace, f"{name}.log")
   os.makedirs(args.workspace, exist_ok=True)
   started = time.time()
@@ -97,7 +96,9 @@ def main(experiment: Experiment):
     # An evaluation is redone when asked again (its score matrices resume from disk).
     overrides = [f"--{k}={v}" for k, v in MODELS[model].items()]
     train_cmd = [py, "-m", "text2pixel.binaries.train", "--preset", args.scale, "--data_dir", data,
-                 "--run_dir", run_dir, "--max_train_minutes", str(args.minutes), *overrides]
+                 "--run_dir", run_dir, "--max_train_minutes", str(args.minutes),
+                 # time is the budget every model gets alike, not the preset's step count
+                 "--train_steps", "1000000", *overrides]
     if finished(run_dir, args.minutes):  # resumable at the script level too
       commands.append(" ".join(shlex.quote(c) for c in train_cmd).replace(py, ".venv/bin/python"))
       print(f"{run_dir} already trained for {args.minutes} min; not training again")
@@ -109,6 +110,7 @@ def main(experiment: Experiment):
                          "--ssim_captions", str(args.ssim_captions),
                          "--ssim_samples", str(args.ssim_samples), "--model_name", model],
                         log_path))
+    os.makedirs(files_dir, exist_ok=True)
     shutil.copy(os.path.join(eval_dir, "samples.png"), os.path.join(files_dir, f"{slug}_samples.png"))
     if MODELS[model].get("conditioning", "attention") == "attention":
       sample_dir = os.path.join(args.workspace, "samples", name)
@@ -120,13 +122,6 @@ def main(experiment: Experiment):
       for i in range(len(experiment.sample_captions)):
         shutil.copy(os.path.join(sample_dir, f"attention_{i:03d}.png"),
                     os.path.join(files_dir, f"attention_{i:03d}.png"))
-  # The table shows every model evaluated so far, so models can be run one session at a time.
-  commands_path = os.path.join(files_dir, "commands.json")
-  if os.path.exists(commands_path):
-    with open(commands_path) as f:
-      commands = [c for c in json.load(f) if c not in commands] + commands
-  with open(commands_path, "w") as f:
-    json.dump(commands, f, indent=1)
   details = {}
   for model in MODELS:
     slug = model.split(" ")[0].lower()
@@ -139,6 +134,17 @@ def main(experiment: Experiment):
     with open(os.path.join(run_dir, "train_result.json")) as f:
       result["training"] = json.load(f)
     details[model] = result
+  if not details:
+    raise SystemExit(f"no model of {name} has been evaluated yet (in {args.workspace}/eval); "
+                     "run without --report_only")
+  # The table shows every model evaluated so far, so models can be run one session at a time.
+  os.makedirs(files_dir, exist_ok=True)
+  commands_path = os.path.join(files_dir, "commands.json")
+  if os.path.exists(commands_path):
+    with open(commands_path) as f:
+      commands = [c for c in json.load(f) if c not in commands] + commands
+  with open(commands_path, "w") as f:
+    json.dump(commands, f, indent=1)
   write_markdown(os.path.join(results_dir, name + ".md"), name, args, details, commands,
                  (time.time() - started) / 60, experiment)
   print(f"wrote experiments/results/{name}.md")
