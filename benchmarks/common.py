@@ -10,6 +10,23 @@ import time
 import numpy as np
 
 
+def add_thread_flags(parser) -> None:
+  parser.add_argument("--intra_op_threads", type=int, default=1)
+  parser.add_argument("--inter_op_threads", type=int, default=0, help="0: one per CPU core")
+  parser.add_argument("--tf_default_threads", action="store_true",
+                      help="leave TensorFlow's thread pools alone (the 'before' numbers)")
+
+
+def apply_thread_flags(args) -> str:
+  """Sets the thread pools as the binaries do; returns a label for the report."""
+  if args.tf_default_threads:
+    return "tf-default threads"
+  from text2pixel.binaries.common import configure_threads
+  configure_threads(args.intra_op_threads, args.inter_op_threads)
+  import os
+  return f"threads {args.intra_op_threads}x{args.inter_op_threads or os.cpu_count()}"
+
+
 def batch(config, batch_size: int, vocab_size: int = 30, seed: int = 0):
   """Random captions (real lengths, padded) and images at the config's sizes."""
   rng = np.random.default_rng(seed)

@@ -23,7 +23,9 @@ def main():
   parser.add_argument("--methods", default="greedy,sample,beam")
   parser.add_argument("--beam_width", type=int, default=4)
   parser.add_argument("--repeats", type=int, default=3)
+  common.add_thread_flags(parser)
   args = parser.parse_args()
+  threads = common.apply_thread_flags(args)
 
   import tensorflow as tf
   from text2pixel import config as config_lib, model as model_lib, sampling
@@ -36,11 +38,11 @@ def main():
       call = lambda: fn(tf.constant(ids), tf.constant(lengths), tf.constant(1.0),
                         tf.constant(0))["images"].numpy()
       seconds = common.timed(call, warmup=1, repeats=args.repeats)
-      common.report("sample_throughput", f"{args.preset} {method} batch {batch}: "
+      common.report("sample_throughput", f"{args.preset} {method} batch {batch}, {threads}: "
                     f"{seconds:.2f} s per call, {batch / seconds:.2f} images/s",
                     preset=args.preset, method=method, batch=batch,
                     beam_width=args.beam_width if method == "beam" else None,
-                    seconds_per_call=seconds, images_per_sec=batch / seconds)
+                    seconds_per_call=seconds, images_per_sec=batch / seconds, threads=threads)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ def main():
   parser.add_argument("--captions", type=int, default=4)
   parser.add_argument("--images", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=3)
+  common.add_thread_flags(parser)
   args = parser.parse_args()
+  threads = common.apply_thread_flags(args)
 
   import tensorflow as tf
   from text2pixel import config as config_lib, model as model_lib
@@ -35,10 +37,10 @@ def main():
   pairs = args.captions * args.images
   pool = 1000
   common.report("score_throughput", f"{args.preset} {args.captions} captions x {args.images} "
-                f"images: {pairs / seconds:,.0f} pairs/s (a 1000 x {pool} retrieval run: "
+                f"images, {threads}: {pairs / seconds:,.0f} pairs/s (a 1000 x {pool} retrieval run: "
                 f"{1000 * pool / (pairs / seconds) / 3600:.1f} h)",
                 preset=args.preset, captions=args.captions, images=args.images,
-                seconds_per_block=seconds, pairs_per_sec=pairs / seconds)
+                seconds_per_block=seconds, pairs_per_sec=pairs / seconds, threads=threads)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,35 @@ def main():
   parser.add_argument("--jit_compile", action="store_true")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=5)
+  common.add_thread_flags(parser)
   args = parser.parse_args()
+  threads = common.apply_thread_flags(args)
 
+  config, step = make_step(args.preset, args.batch_size, args.mixed_precision, args.jit_compile)
+  seconds = common.timed(lambda: step().numpy(), args.warmup, args.repeats)
+  pixels_per_sec = config.batch_size * config.num_pixels / seconds
+  flops = training_flops_per_step(config)
+  gflops = flops / seconds / 1e9
+  peak = common.cpu_peak_gflops()
+  common.report("train_throughput", f"{args.preset} batch {config.batch_size} "
+                f"{config.mixed_precision}{' xla' if config.jit_compile else ''}, {threads}: "
+                f"{seconds:.3f} s/step, {pixels_per_sec:,.0f} pixels/s, {gflops:.1f} GFLOP/s of "
+                f"a {peak:.0f} GFLOP/s fp32 peak",
+                preset=args.preset, batch_size=config.batch_size,
+                mixed_precision=config.mixed_precision, jit_compile=config.jit_compile,
+                seconds_per_step=seconds, pixels_per_sec=pixels_per_sec, gflops=gflops,
+                peak_gflops=peak, threads=threads)
+
+
+def make_step(preset: str, batch_size: int = 0, mixed_precision: str = "float32",
+              jit_compile: bool = False):
+  """(config, step): the trainer's step on one synthetic batch of the preset's shapes."""
   import tensorflow as tf
   from text2pixel import config as config_lib, model as model_lib
-  config = config_lib.get_preset(args.preset).replace(mixed_precision=args.mixed_precision,
-                                                      jit_compile=args.jit_compile)
-  if args.batch_size:
-    config = config.replace(batch_size=args.batch_size)
+  config = config_lib.get_preset(preset).replace(mixed_precision=mixed_precision,
+                                                 jit_compile=jit_compile)
+  if batch_size:
+    config = config.replace(batch_size=batch_size)
   if config.mixed_precision != "float32":
     tf.keras.mixed_precision.set_global_policy(config.mixed_precision)
   model = model_lib.build(config, vocab_size=30)
@@ -49,22 +70,10 @@ def main():
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return loss
 
-  seconds = common.timed(lambda: step().numpy(), args.warmup, args.repeats)
-  pixels_per_sec = config.batch_size * config.num_pixels / seconds
-  flops = training_flops_per_step(config, model)
-  gflops = flops / seconds / 1e9
-  peak = common.cpu_peak_gflops()
-  common.report("train_throughput", f"{args.preset} batch {config.batch_size} "
-                f"{config.mixed_precision}{' xla' if config.jit_compile else ''}: "
-                f"{seconds:.3f} s/step, {pixels_per_sec:,.0f} pixels/s, {gflops:.1f} GFLOP/s of "
-                f"a {peak:.0f} GFLOP/s fp32 peak",
-                preset=args.preset, batch_size=config.batch_size,
-                mixed_precision=config.mixed_precision, jit_compile=config.jit_compile,
-                seconds_per_step=seconds, pixels_per_sec=pixels_per_sec, gflops=gflops,
-                peak_gflops=peak)
+  return config, step
 
 
-def training_flops_per_step(config, model) -> float:
+def training_flops_per_step(config) -> float:
   """Matrix-multiply FLOPs of one step: forward 2*m*n*k per dense product, backward twice that."""
   c = config
   attention = c.conditioning == "attention"

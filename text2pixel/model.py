@@ -39,6 +39,14 @@ LN2 = math.log(2.0)
 class PixelLSTMCell(tf.keras.layers.AbstractRNNCell):
   """The pixel LSTM of eq. 6, optionally told where it is and what lies above it.
 
+  Its input is [a_{j-1} ; features_j] and its gate pre-activation is
+      z_j = features_j W_in + [a_{j-1} ; h^pix_{j-1}] W_rec + b,
+  the standard LSTM (Keras' gate order i, f, c, o) with its kernel split by rows: W_in sees only
+  what is known before the loop (the previous pixel's embedding, position, pixels above, the mean
+  context), W_rec what needs the recurrence. The split changes nothing that is computed; it lets
+  teacher forcing (:meth:`AlignPixelRNN.logits_from_annotations`) apply W_in to all pixels at
+  once, outside the loop.
+
   Two optional, causal extensions (both off in the ``paper`` preset):
   * ``position_embedding_dim`` > 0: a learned row and column embedding joins the input, so the
     LSTM need not count steps to know where in the raster it is;
@@ -51,25 +59,45 @@ class PixelLSTMCell(tf.keras.layers.AbstractRNNCell):
   search) runs this cell unchanged. The previous pixel's id arrives as the input's last channel.
   """
 
-  def __init__(self, units: int, image_side: int, position_embedding_dim: int = 0,
-               above_context: int = 0, above_embedding_dim: int = 0, context_dim: int = 0,
-               **kwargs):
+  def __init__(self, units: int, image_side: int, pixel_embedding_dim: int,
+               attention_dim: int = 0, position_embedding_dim: int = 0, above_context: int = 0,
+               context_dim: int = 0, **kwargs):
     super().__init__(**kwargs)
     self.units = units
     self.image_side = image_side
+    self.pixel_embedding_dim = pixel_embedding_dim
+    self.attention_dim = attention_dim
     self.position_embedding_dim = position_embedding_dim
     self.above_context = above_context
     self.context_dim = context_dim
     self.history = image_side + above_context // 2 if above_context else 1
-    self.lstm = tf.keras.layers.LSTMCell(units, name="lstm")
     if position_embedding_dim:
       self.row_embedding = tf.keras.layers.Embedding(image_side, position_embedding_dim,
                                                      name="row_embedding")
       self.col_embedding = tf.keras.layers.Embedding(image_side, position_embedding_dim,
                                                      name="col_embedding")
     if above_context:
-      self.above_embedding = tf.keras.layers.Embedding(257, above_embedding_dim,
+      self.above_embedding = tf.keras.layers.Embedding(257, pixel_embedding_dim,
                                                        name="above_embedding")
+    for table in self.lookup_tables():  # built now: teacher forcing reads their matrices
+      table.build((None,))
+    # Rows of W_in, in this order: previous pixel, row, column, each pixel above, context.
+    self.feature_sizes = ([pixel_embedding_dim] +
+                          [position_embedding_dim] * (2 if position_embedding_dim else 0) +
+                          [pixel_embedding_dim] * above_context +
+                          [context_dim] * (1 if context_dim else 0))
+    gates = 4 * units
+    self.input_kernel = self.add_weight("input_kernel", [sum(self.feature_sizes), gates],
+                                        initializer="glorot_uniform")
+    self.recurrent_kernel = self.add_weight(
+        "recurrent_kernel", [attention_dim + units, gates],
+        initializer=_AttentionAndRecurrentInitializer(attention_dim))
+    self.bias = self.add_weight("bias", [gates], initializer=_unit_forget_bias)
+    self.built = True
+
+  def lookup_tables(self):
+    return [getattr(self, name) for name in ("row_embedding", "col_embedding", "above_embedding")
+            if hasattr(self, name)]
 
   @property
   def state_size(self):
@@ -87,9 +115,16 @@ class PixelLSTMCell(tf.keras.layers.AbstractRNNCell):
             tf.fill([batch_size, self.history], tf.cast(START_SYMBOL, dtype)),
             zeros(max(self.context_dim, 1))]
 
+  def lstm_update(self, z, c):
+    """h_j, c_j from the gate pre-activations z_j and c_{j-1} (the LSTM of eq. 6)."""
+    i, f, g, o = tf.split(z, 4, axis=-1)
+    c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+    return tf.sigmoid(o) * tf.tanh(c), c
+
   def call(self, inputs, states):
+    """One step as the samplers run it: input [a_{j-1} ; embedding of x_{j-1} ; id of x_{j-1}]."""
     h, c, step, recent, context = states
-    pixel_features, previous_id = inputs[:, :-1], inputs[:, -1:]
+    attention, pixel_features, previous_id = tf.split(inputs, [self.attention_dim, -1, 1], -1)
     pieces = [pixel_features]
     if self.position_embedding_dim:
       index = tf.cast(step[:, 0], tf.int32)
@@ -104,9 +139,134 @@ class PixelLSTMCell(tf.keras.layers.AbstractRNNCell):
       pieces.append(tf.reshape(embedded, [-1, self.above_context * embedded.shape[-1]]))
     if self.context_dim:
       pieces.append(context)
-    x = tf.concat(pieces, -1) if len(pieces) > 1 else pixel_features
-    output, (h, c) = self.lstm(x, [h, c])
-    return output, [h, c, step + 1.0, recent, context]
+    features = tf.concat(pieces, -1) if len(pieces) > 1 else pixel_features
+    z = (tf.matmul(features, self.input_kernel) +
+         tf.matmul(tf.concat([attention, h], -1), self.recurrent_kernel) + self.bias)
+    h, c = self.lstm_update(z, c)
+    return h, [h, c, step + 1.0, recent, context]
+
+  def teacher_forced_input_part(self, pixel_embeddings: tf.Tensor, pixels: tf.Tensor,
+                                context: Optional[tf.Tensor], dtype) -> tf.Tensor:
+    """features_j W_in + b for every pixel j of known images: [batch, num_pixels, 4 * units].
+
+    Every feature but the context is an embedding row, so its product with its block of W_in is
+    a row of (embedding table @ block): one small product per table, then a gather, instead of a
+    product per pixel. ``pixels`` are the images' ids [batch, num_pixels] in raster order.
+    """
+    blocks = tf.split(tf.cast(self.input_kernel, dtype), self.feature_sizes, axis=0)
+    blocks.reverse()  # popped in feature order below
+    num_pixels = pixels.shape[1]
+    batch = tf.shape(pixels)[0]
+    start = lambda n: tf.fill([batch, n], START_SYMBOL)
+
+    def projected(table, ids):
+      return tf.gather(tf.matmul(tf.cast(table, dtype), blocks.pop()), ids)
+
+    previous = tf.concat([start(1), pixels[:, :-1]], axis=1)               # x_{j-1}
+    z = projected(pixel_embeddings, previous) + tf.cast(self.bias, dtype)
+    if self.position_embedding_dim:
+      index = tf.range(num_pixels)
+      z += projected(self.row_embedding.embeddings, index // self.image_side)
+      z += projected(self.col_embedding.embeddings, index % self.image_side)
+    if self.above_context:
+      # The shift register of :meth:`call`, all at once: window entry i of pixel j is
+      # x_{j - side - k//2 + i}, or the start symbol before the image.
+      padded = tf.concat([start(self.history), pixels], axis=1)
+      for i in range(self.above_context):
+        z += projected(self.above_embedding.embeddings, padded[:, i:i + num_pixels])
+    if self.context_dim:
+      z += tf.matmul(tf.cast(context, dtype), blocks.pop())[:, None, :]
+    return z
+
+
+class _TeacherForcedPixelLSTM(tf.keras.layers.AbstractRNNCell):
+  """The same LSTM step for teacher forcing, with the input part of z_j precomputed.
+
+  Input [a_{j-1} ; features_j W_in + b]; output h_j. W_rec enters as a tensor read
+  once outside the loop, under stop_gradient: its gradient is summed over the steps afterwards
+  in one matrix product (:func:`_deferred_weight_gradient`), instead of a [in, 4u] outer product
+  accumulated at every step of the backward loop.
+  """
+
+  def __init__(self, cell: PixelLSTMCell, recurrent_kernel: tf.Tensor, **kwargs):
+    super().__init__(**kwargs)
+    self.cell = cell
+    self.kernel = recurrent_kernel
+
+  @property
+  def state_size(self):
+    return [self.cell.units, self.cell.units]
+
+  @property
+  def output_size(self):
+    return self.cell.units
+
+  def call(self, inputs, states):
+    h, c = states
+    # tf.split, not slicing: its gradient is one concat, a slice's a zero-filled copy per step.
+    attention, input_part = tf.split(inputs, [self.cell.attention_dim, -1], axis=-1)
+    z = input_part + tf.matmul(tf.concat([attention, h], -1), tf.stop_gradient(self.kernel))
+    h, c = self.cell.lstm_update(z, c)
+    return h, [h, c]
+
+
+class AttentionWrapperWithCellOutput(tfa.seq2seq.AttentionWrapper):
+  """AttentionWrapper whose output is [h_j ; a_j]: the LSTM output as well as the attention."""
+
+  @property
+  def output_size(self):
+    return self._cell.output_size + self._attention_layer_size
+
+  def call(self, inputs, state, **kwargs):
+    attention, next_state = super().call(inputs, state, **kwargs)
+    return tf.concat([next_state.cell_state[0], attention], -1), next_state
+
+
+def _deferred_weight_gradient(input_part: tf.Tensor, kernel: tf.Tensor, holder: dict):
+  """Identity on ``input_part`` whose gradient also yields d loss / d W_rec.
+
+  With z_j = input_part_j + x_j W_rec, d loss / d input_part_j = d loss / d z_j, so
+  d loss / d W_rec = sum_j x_j^T (d loss / d z_j): one [in, batch * steps] x [batch * steps, 4u]
+  product. ``holder["x"]`` (the stacked x_j) is filled in after the loop has run; the tape calls
+  the gradient function later still.
+  """
+
+  @tf.custom_gradient
+  def identity(input_part, kernel):
+    def grad(d_input_part):
+      x = holder["x"]
+      d_kernel = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]),
+                           tf.reshape(tf.cast(d_input_part, x.dtype), [-1, kernel.shape[-1]]),
+                           transpose_a=True)
+      return d_input_part, tf.cast(d_kernel, kernel.dtype)
+    return tf.identity(input_part), grad
+
+  return identity(input_part, kernel)
+
+
+class _AttentionAndRecurrentInitializer(tf.keras.initializers.Initializer):
+  """W_rec's rows: Glorot for those that see a_{j-1} (as Keras' LSTM kernel), orthogonal for h."""
+
+  def __init__(self, attention_dim: int):
+    self.attention_dim = attention_dim
+
+  def __call__(self, shape, dtype=None, **kwargs):
+    rows, columns = shape
+    parts = []
+    if self.attention_dim:
+      parts.append(tf.keras.initializers.GlorotUniform()([self.attention_dim, columns], dtype))
+    parts.append(tf.keras.initializers.Orthogonal()([rows - self.attention_dim, columns], dtype))
+    return tf.concat(parts, 0)
+
+  def get_config(self):
+    return {"attention_dim": self.attention_dim}
+
+
+def _unit_forget_bias(shape, dtype=None, **kwargs):
+  """Keras' LSTM default: forget gate bias 1, the others 0."""
+  units = shape[0] // 4
+  return tf.concat([tf.zeros([units], dtype), tf.ones([units], dtype),
+                    tf.zeros([2 * units], dtype)], 0)
 
 
 class _Untracked:
@@ -133,10 +293,12 @@ class AlignPixelRNN(tf.keras.Model):
     # The previous pixel x_{j-1} (eq. 6) enters through an embedding of 256 values + start.
     self.pixel_embedding = tf.keras.layers.Embedding(c.num_levels + 1, c.pixel_embedding_dim,
                                                      name="pixel_embedding")
+    self.pixel_embedding.build((None,))  # teacher forcing reads its matrix
     context_dim = 2 * c.encoder_units if c.conditioning == "mean" else 0
-    self.pixel_cell = PixelLSTMCell(c.decoder_units, c.image_side, c.position_embedding_dim,
-                                    c.above_context, c.pixel_embedding_dim, context_dim,
-                                    name="pixel_lstm")
+    attention_dim = c.attention_units if c.conditioning == "attention" else 0
+    self.pixel_cell = PixelLSTMCell(c.decoder_units, c.image_side, c.pixel_embedding_dim,
+                                    attention_dim, c.position_embedding_dim, c.above_context,
+                                    context_dim, name="pixel_lstm")
     if c.conditioning == "attention":
       # eq. 9: Luong's score e_ji = h^pix_j . W_a h^lang_i (memory projected to the LSTM size).
       self.attention_mechanism = tfa.seq2seq.LuongAttention(c.decoder_units,
@@ -193,10 +355,7 @@ class AlignPixelRNN(tf.keras.Model):
       return cell, cell.get_initial_state(batch_size=batch_size, dtype=dtype)
     state = self.pixel_cell.get_initial_state(batch_size=batch_size, dtype=dtype)
     if self.config.conditioning == "mean":
-      mask = tf.sequence_mask(caption_len, tf.shape(annotations)[1], dtype=annotations.dtype)
-      mean = tf.reduce_sum(annotations * mask[..., None], 1) / tf.reduce_sum(mask, 1,
-                                                                                keepdims=True)
-      state[4] = tf.cast(mean, dtype)
+      state[4] = tf.cast(self.mean_annotation(annotations, caption_len), dtype)
     return cell, state
 
   def compute_dtype_for_state(self):
@@ -216,14 +375,56 @@ class AlignPixelRNN(tf.keras.Model):
     start = tf.fill([tf.shape(pixels)[0], 1], START_SYMBOL)
     return self.pixel_input(tf.concat([start, pixels[:, :-1]], axis=1))
 
+  def mean_annotation(self, annotations, caption_len):
+    """The ``mean`` baseline's context: the average annotation vector over the real words."""
+    mask = tf.sequence_mask(caption_len, tf.shape(annotations)[1], dtype=annotations.dtype)
+    return tf.reduce_sum(annotations * mask[..., None], 1) / tf.reduce_sum(mask, 1, keepdims=True)
+
   def logits_from_annotations(self, annotations, caption_len, images) -> tf.Tensor:
-    """Teacher-forced logits [batch, num_pixels, 256]; the whole raster in one graph loop."""
+    """Teacher-forced logits [batch, num_pixels, 256]; the whole raster in one graph loop.
+
+    Computes what :meth:`logits_stepwise` (the samplers' cell, step by step) computes, faster:
+    the input part of the LSTM pre-activations for all pixels before the loop, and W_rec's
+    gradient after it (see :class:`_TeacherForcedPixelLSTM`).
+    """
+    c = self.config
+    dtype = self.compute_dtype_for_state()
+    pixels = tf.reshape(tf.cast(images, tf.int32), [-1, c.num_pixels])
+    batch = tf.shape(pixels)[0]
+    context = (self.mean_annotation(annotations, caption_len)
+               if c.conditioning == "mean" else None)
+    input_part = self.pixel_cell.teacher_forced_input_part(self.pixel_embedding.embeddings,
+                                                           pixels, context, dtype)
+    kernel = tf.cast(tf.convert_to_tensor(self.pixel_cell.recurrent_kernel), dtype)
+    holder = {}
+    input_part = _deferred_weight_gradient(input_part, kernel, holder)
+    cell = _TeacherForcedPixelLSTM(self.pixel_cell, kernel, name="teacher_forced_pixel_lstm")
+    attends = c.conditioning == "attention"
+    if attends:
+      cell = AttentionWrapperWithCellOutput(
+          cell, self.attention_mechanism, attention_layer=self.attention_layer,
+          output_attention=True, cell_input_fn=lambda inputs, a: tf.concat([a, inputs], -1),
+          name="teacher_forced_attention")
+      self.attention_mechanism.setup_memory(annotations, memory_sequence_length=caption_len)
+    state = cell.get_initial_state(batch_size=batch, dtype=dtype)
+    outputs = tf.keras.layers.RNN(cell, return_sequences=True, name="pixel_rnn")(
+        input_part, initial_state=state)
+    units = c.decoder_units
+    shifted = lambda x: tf.concat([tf.zeros_like(x[:, :1]), x[:, :-1]], axis=1)  # x_0 = 0
+    h = outputs[:, :, :units]                                              # h_1 .. h_N
+    if attends:
+      attention = outputs[:, :, units:]                                    # a_1 .. a_N
+      holder["x"] = tf.stop_gradient(tf.concat([shifted(attention), shifted(h)], -1))
+      return self.output_layer(attention)                                  # eq. 5
+    holder["x"] = tf.stop_gradient(shifted(h))
+    return self.output_layer(h)
+
+  def logits_stepwise(self, annotations, caption_len, images) -> tf.Tensor:
+    """Reference for :meth:`logits_from_annotations`: the samplers' cell run over the image."""
     inputs = self.teacher_forced_inputs(images)
     batch = tf.shape(inputs)[0]
     cell, state = self.decoder_initial_state(annotations, caption_len, batch)
-    rnn = tf.keras.layers.RNN(cell, return_sequences=True, name="pixel_rnn")
-    # tf.keras.layers.RNN is rebuilt per call but holds no weights of its own: they live in
-    # the cell, the attention mechanism and the layers created in __init__.
+    rnn = tf.keras.layers.RNN(cell, return_sequences=True, name="pixel_rnn_stepwise")
     outputs = rnn(inputs, initial_state=tf.nest.flatten(state) if
                   self.config.conditioning != "attention" else state)
     return self.output_layer(outputs)

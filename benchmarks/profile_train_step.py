@@ -1,0 +1,94 @@
+"""Where a training step's time goes: TF profiler trace, summed by op type.
+
+  .venv/bin/python benchmarks/profile_train_step.py --preset paper --steps 1
+  .venv/bin/tensorboard --logdir workspace/profile     # the same trace, in the Profile tab
+                                                       # (needs tensorboard-plugin-profile)
+
+Runs the trainer's step (benchmarks/train_throughput.py) under `tf.profiler`, writes the trace to
+--logdir for TensorBoard, and prints the op types that take the most CPU time (summed over both
+cores' threads, so the total can exceed wall time).
+"""
+
+import argparse
+import collections
+import glob
+import gzip
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from benchmarks import common  # noqa: E402
+
+
+def op_type_totals(xplane_path: str):
+  """{op type: (seconds, count)} over the host's TF op events of one .xplane.pb file."""
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2
+  opener = gzip.open if xplane_path.endswith(".gz") else open
+  space = xplane_pb2.XSpace()
+  with opener(xplane_path, "rb") as f:
+    space.ParseFromString(f.read())
+  totals = collections.defaultdict(lambda: [0.0, 0])
+  for plane in space.planes:
+    if not plane.name.startswith("/host:CPU"):
+      continue
+    names = {k: m.name for k, m in plane.event_metadata.items()}
+    for line in plane.lines:
+      for event in line.events:
+        name = names.get(event.metadata_id, "")
+        # TF op events are named "op_name:OpType"; skip executor/function bookkeeping.
+        if ":" not in name or "__inference" in name or "::" in name:
+          continue
+        op_type = name.rsplit(":", 1)[1]
+        totals[op_type][0] += event.duration_ps * 1e-12
+        totals[op_type][1] += 1
+  return totals
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", default="cpu_small")
+  parser.add_argument("--mixed_precision", default="float32")
+  parser.add_argument("--jit_compile", action="store_true")
+  parser.add_argument("--steps", type=int, default=1)
+  parser.add_argument("--top", type=int, default=15)
+  parser.add_argument("--logdir", default="workspace/profile")
+  common.add_thread_flags(parser)
+  args = parser.parse_args()
+  threads = common.apply_thread_flags(args)
+
+  import time
+  import tensorflow as tf
+  from benchmarks import train_throughput
+  config, step = train_throughput.make_step(args.preset, 0, args.mixed_precision,
+                                            args.jit_compile)
+  step().numpy()  # trace and warm up outside the profile
+  step().numpy()
+  logdir = os.path.join(args.logdir, f"{args.preset}_{args.mixed_precision}"
+                        f"{'_xla' if args.jit_compile else ''}")
+  tf.profiler.experimental.start(logdir)
+  start = time.perf_counter()
+  for _ in range(args.steps):
+    step().numpy()
+  wall = (time.perf_counter() - start) / args.steps
+  tf.profiler.experimental.stop()
+  paths = sorted(glob.glob(os.path.join(logdir, "plugins/profile/*/*.xplane.pb")))
+  totals = op_type_totals(paths[-1])
+  busy = sum(t for t, _ in totals.values()) / args.steps
+  rows = sorted(totals.items(), key=lambda kv: -kv[1][0])[:args.top]
+  print(f"{args.preset} {args.mixed_precision}{' xla' if args.jit_compile else ''}: "
+        f"{threads}: {wall:.2f} s/step wall, {busy:.2f} s of op time per step; trace in {logdir}")
+  print(f"{'op type':<28} {'s/step':>8} {'share':>6} {'calls/step':>11} {'us/call':>8}")
+  for name, (seconds, count) in rows:
+    seconds, count = seconds / args.steps, count / args.steps
+    print(f"{name:<28} {seconds:8.3f} {seconds / busy:6.1%} {count:11.0f} "
+          f"{seconds / max(count, 1) * 1e6:8.1f}")
+  common.report("profile_train_step", f"{wall:.2f} s/step under the profiler",
+                preset=args.preset, mixed_precision=args.mixed_precision,
+                jit_compile=args.jit_compile, seconds_per_step=wall, threads=threads,
+                top={name: round(seconds / args.steps, 4) for name, (seconds, _) in rows})
+
+
+if __name__ == "__main__":
+  main()
