@@ -41,6 +41,30 @@ def _images_from_ids(ids: tf.Tensor, side: int) -> tf.Tensor:
   return tf.cast(tf.reshape(ids, [-1, side, side]), tf.uint8)
 
 
+class _BasicDecoder(tfa.seq2seq.BasicDecoder):
+  """tfa's BasicDecoder, told that the logits are float32 (tfa assumes the first state's dtype,
+  which is bfloat16 under mixed_bfloat16 while the output layer stays float32)."""
+
+  @property
+  def output_dtype(self):
+    dtype = super().output_dtype
+    return dtype._replace(rnn_output=tf.nest.map_structure(lambda _: tf.float32,
+                                                           dtype.rnn_output))
+
+
+class _BeamSearchDecoder(tfa.seq2seq.BeamSearchDecoder):
+  """tfa's BeamSearchDecoder with float32 scores, for the same reason as :class:`_BasicDecoder`."""
+
+  def initialize(self, *args, **kwargs):
+    finished, inputs, state = super().initialize(*args, **kwargs)
+    return finished, inputs, state._replace(log_probs=tf.cast(state.log_probs, tf.float32))
+
+  @property
+  def output_dtype(self):
+    dtype = super().output_dtype
+    return dtype._replace(scores=tf.nest.map_structure(lambda _: tf.float32, dtype.scores))
+
+
 def _sequence_log_prob(logits: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
   log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
   return tf.reduce_sum(tf.gather(log_probs, tf.cast(ids, tf.int32), batch_dims=2), axis=1)
@@ -77,7 +101,7 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
     tiled_len = tfa.seq2seq.tile_batch(caption_len, width)
     cell, state = model.decoder_initial_state(tiled, tiled_len, batch * width,
                                               alignment_history=True)
-    decoder = tfa.seq2seq.BeamSearchDecoder(
+    decoder = _BeamSearchDecoder(
         cell, beam_width=width, embedding_fn=model.pixel_input,
         output_layer=model.output_layer, maximum_iterations=pixels)
     outputs, final_state, _ = decoder(
@@ -102,7 +126,7 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
     sampler = StatelessSampleEmbeddingSampler(
         model.pixel_input, tf.cast(temperature, tf.float32),
         tf.cast(seed if seed is not None else 0, tf.int32))
-  decoder = tfa.seq2seq.BasicDecoder(cell, sampler, output_layer=model.output_layer,
+  decoder = _BasicDecoder(cell, sampler, output_layer=model.output_layer,
                                      maximum_iterations=pixels)
   outputs, final_state, _ = decoder(None, initial_state=state,
                                     start_tokens=tf.fill([flat], START_SYMBOL),
