@@ -6,6 +6,7 @@ given to the binaries.
 """
 
 import concurrent.futures
+import json
 import os
 import shutil
 import subprocess
@@ -43,6 +44,11 @@ def _cases(run_dir, data_dir, tmp):
                                               run_dir, "--data_dir", other_data, "--out_dir",
                                               os.path.join(tmp, "eval")],
        "is not the vocabulary of", "eval"),
+      ("checkpoint of another model", ["text2pixel.binaries.sample", "--run_dir",
+                                       os.path.join(tmp, "other_layout"), "--captions",
+                                       "the digit 1 is at the top left of the image",
+                                       "--out_dir", os.path.join(tmp, "samples")],
+       "does not fit this model", "samples"),
       ("two model sources", ["text2pixel.binaries.evaluate", "--run_dir", run_dir,
                              "--saved_model", run_dir], "give exactly one of", None),
   ]
@@ -57,6 +63,11 @@ def test_every_bad_input_gives_one_error_line(tiny_run_dir, mnist_captions_dir, 
   other = tmp_path / "other_vocab"
   shutil.copytree(mnist_captions_dir, other)
   (other / "vocab.json").write_text('{"words": ["<pad>", "<unk>", "<eos>", "zebra"]}')
+  other_layout = tmp_path / "other_layout"  # its config no longer matches its checkpoints
+  shutil.copytree(tiny_run_dir, other_layout)
+  config = json.loads((other_layout / "config.json").read_text())
+  config["decoder_units"] *= 2
+  (other_layout / "config.json").write_text(json.dumps(config))
   cases = _cases(tiny_run_dir, mnist_captions_dir, tmp)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 

@@ -110,6 +110,10 @@ class Trainer:
     with self.strategy.scope():
       self.model = model_lib.build(config, len(self.vocab))
       self.optimizer = tf.keras.optimizers.RMSprop(config.learning_rate)
+      if config.mixed_precision == "mixed_float16":
+        # float16 gradients underflow without a loss scale; the optimizer adapts it, and skips
+        # the update of a step whose scaled gradients overflowed.
+        self.optimizer = tf.keras.mixed_precision.LossScaleOptimizer(self.optimizer)
       self.optimizer.build(self.model.trainable_variables)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
       self.rng = tf.random.Generator.from_seed(config.seed)
@@ -160,12 +164,22 @@ class Trainer:
       # Mean nats per pixel of each image (the weighted sequence cross-entropy of section 6).
       return -tf.reduce_mean(model.pixel_log_probs(logits, batch["image"]), axis=1)
 
-    def replica_train_step(batch):
+    loss_scaled = c.mixed_precision == "mixed_float16"
+
+    def loss_and_gradients(batch):
       with tf.GradientTape() as tape:
         logits = model(batch, training=True)
         per_example = per_example_nll(batch, logits)
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=c.batch_size)
-      grads = tape.gradient(loss, model.trainable_variables)
+        scaled = optimizer.get_scaled_loss(loss) if loss_scaled else loss
+      grads = tape.gradient(scaled, model.trainable_variables)
+      return loss, optimizer.get_unscaled_gradients(grads) if loss_scaled else grads
+
+    if c.jit_compile:  # XLA for forward and backward; the all-reduce and update stay outside
+      loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
+
+    def replica_train_step(batch):
+      loss, grads = loss_and_gradients(batch)
       # Sum over replicas first, then clip: the same update as one device with the whole batch.
       context = tf.distribute.get_replica_context()
       grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
@@ -174,7 +188,8 @@ class Trainer:
       # No tf.cond around apply_gradients: a synchronisation point inside control flow is not
       # supported under MultiWorkerMirroredStrategy. A non-finite step applies zero gradients
       # instead: weights stay as they were (RMSProp's running average decays by one step).
-      grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
+      if not loss_scaled:  # (the loss-scale optimizer needs the overflow to see it)
+        grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
       optimizer.apply_gradients(zip(grads, model.trainable_variables),
                                 skip_gradients_aggregation=True)
       applied = finite
@@ -218,7 +233,7 @@ class Trainer:
     # Every worker restores the chief's checkpoint (the others only ever write scratch copies).
     latest = tf.train.latest_checkpoint(self.checkpoint_dir)
     if latest:
-      self.checkpoint.restore(latest).assert_existing_objects_matched()
+      restore_checked(self.checkpoint, latest)
       self.log(f"resumed from {latest} at step {int(self.step.numpy())}")
     step = int(self.step.numpy())
     if not self.iterator_in_checkpoint:
@@ -275,6 +290,10 @@ class Trainer:
       step = int(self.step.assign_add(1).numpy())
       self.train_seconds.assign(seconds_before + time.time() - started)
       loss = float(loss)
+      if not bool(applied) and c.mixed_precision == "mixed_float16" and np.isfinite(loss):
+        self.log(f"step {step}: float16 gradients overflowed; update skipped, loss scale now "
+                 f"{float(self.optimizer.loss_scale):g}")
+        continue
       if not bool(applied):
         if c.nonfinite == "skip":
           self.nonfinite_skipped.assign_add(1)
@@ -390,5 +409,29 @@ def load_run(run_dir: str):
   latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
   if not latest:
     raise TrainingError(f"{run_dir} has no checkpoint yet")
-  tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+  restore_checked(tf.train.Checkpoint(model=model), latest, partial=True)
   return config, vocab, model
+
+
+def restore_checked(checkpoint: tf.train.Checkpoint, path: str, partial: bool = False):
+  """Restores ``path``; every weight of the model must come from it (a checkpoint of another
+  model layout must fail loudly, not leave freshly initialised weights behind)."""
+  def mismatch(error):
+    # The half-done restore logs a warning per unmatched value when it is garbage-collected;
+    # the one error line below says all of it.
+    tf.get_logger().setLevel("ERROR")
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    return TrainingError(f"{path} does not fit this model: it was written by another model "
+                         f"layout or config ({str(error).splitlines()[0][:300]})")
+  try:
+    status = checkpoint.restore(path)
+  except ValueError as error:  # a weight of another shape
+    raise mismatch(error) from None
+  if partial:  # the checkpoint may hold more (optimizer, iterator) than is asked for here
+    status.expect_partial()
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError as error:
+    status.expect_partial()
+    raise mismatch(error) from None
