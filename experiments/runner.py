@@ -110,6 +110,9 @@ def main(experiment: Experiment):
                          "--ssim_captions", str(args.ssim_captions),
                          "--ssim_samples", str(args.ssim_samples), "--model_name", model],
                         log_path))
+    # The evaluation keeps the training summary it belongs to (run dirs are large and may go).
+    shutil.copy(os.path.join(run_dir, "train_result.json"),
+                os.path.join(eval_dir, "train_result.json"))
     os.makedirs(files_dir, exist_ok=True)
     shutil.copy(os.path.join(eval_dir, "samples.png"), os.path.join(files_dir, f"{slug}_samples.png"))
     if MODELS[model].get("conditioning", "attention") == "attention":
@@ -131,7 +134,10 @@ def main(experiment: Experiment):
       continue
     with open(os.path.join(eval_dir, "results.json")) as f:
       result = json.load(f)
-    with open(os.path.join(run_dir, "train_result.json")) as f:
+    training = os.path.join(eval_dir, "train_result.json")
+    if not os.path.exists(training):
+      training = os.path.join(run_dir, "train_result.json")
+    with open(training) as f:
       result["training"] = json.load(f)
     details[model] = result
   if not details:

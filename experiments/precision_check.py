@@ -1,0 +1,118 @@
+"""Does mixed_bfloat16 train as well as float32? Same preset, seed, data and steps; bits/dim.
+
+  .venv/bin/python experiments/precision_check.py --preset paper --steps 100
+  .venv/bin/python experiments/precision_check.py --preset cpu_small --steps 600
+
+Trains the preset twice with text2pixel-train (float32, then mixed_bfloat16; everything else
+equal, including the seed and so the data order), and compares the validation bits/dim each run
+reports at the end (the same fixed validation batches). Writes
+experiments/results/precision_<preset>_<steps>.md; reruns reuse finished runs.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from experiments.runner import REPO, run  # noqa: E402
+
+PRECISIONS = ("float32", "mixed_bfloat16")
+REPEAT = "float32_repeat"  # float32 again, same seed: how far two identical runs drift apart
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", default="cpu_small")
+  parser.add_argument("--steps", type=int, default=600)
+  parser.add_argument("--eval_batches", type=int, default=16)
+  parser.add_argument("--data_dir", default="workspace/data/mnist_captions")
+  parser.add_argument("--runs_dir", default="workspace/runs/precision")
+  parser.add_argument("--repeat_float32", action="store_true",
+                      help="train float32 a second time, to measure run-to-run drift (the two "
+                      "threads' reduction order is not deterministic)")
+  parser.add_argument("--tolerance", type=float, default=0.01, help="relative; the issue's 1%%")
+  args = parser.parse_args()
+  if not os.path.exists(os.path.join(REPO, args.data_dir)):
+    raise SystemExit(f"no data in {args.data_dir}: build it first (scripts/main.sh does)")
+
+  results, commands = {}, []
+  names = PRECISIONS + ((REPEAT,) if args.repeat_float32 else ())
+  for name in names:
+    precision = "float32" if name == REPEAT else name
+    run_dir = os.path.join(args.runs_dir, f"{args.preset}_{args.steps}_{name}")
+    result_path = os.path.join(REPO, run_dir, "train_result.json")
+    cmd = [sys.executable, "-m", "text2pixel.binaries.train", "--preset", args.preset,
+           "--data_dir", args.data_dir, "--run_dir", run_dir, "--train_steps", str(args.steps),
+           "--max_train_minutes", "0", "--mixed_precision", precision,
+           "--eval_every", str(args.steps), "--eval_batches", str(args.eval_batches),
+           "--sample_every", str(10 * args.steps), "--log_every", str(max(1, args.steps // 10))]
+    done = False
+    if os.path.exists(result_path):
+      with open(result_path) as f:
+        done = json.load(f)["step"] >= args.steps
+    commands.append(run(cmd) if not done else " ".join(cmd).replace(sys.executable,
+                                                                   ".venv/bin/python"))
+    with open(result_path) as f:
+      results[name] = json.load(f)
+
+  float32_eval = {n: float32_bits_per_dim(os.path.join(REPO, args.runs_dir,
+                                                     f"{args.preset}_{args.steps}_{n}"),
+                                        args.data_dir, args.eval_batches) for n in names}
+
+  def verdict(fp32, bf16):
+    relative = (bf16 - fp32) / fp32
+    word = "within" if abs(relative) <= args.tolerance else "NOT within"
+    return f"{bf16 - fp32:+.4f} bits/dim ({relative:+.2%}): **{word} {args.tolerance:.0%}**"
+
+  lines = [f"# float32 vs mixed_bfloat16: `{args.preset}`, {args.steps} steps", "",
+           f"Same seed, data order and validation batches ({args.eval_batches} batches); "
+           "written by `experiments/precision_check.py`. \"as trained\": the bits/dim the "
+           "training run reports, computed in its own precision; \"float32 evaluation\": the "
+           "same checkpoint evaluated in float32, as text2pixel-evaluate, -sample and -export "
+           "load every run.", "",
+           "| training precision | validation bits/dim, as trained | float32 evaluation | "
+           "train minutes | s/step |", "| --- | ---: | ---: | ---: | ---: |"]
+  for name in names:
+    r = results[name]
+    label = "float32 (again)" if name == REPEAT else name
+    lines.append(f"| {label} | {r['validation_bits_per_dim']:.4f} | "
+                 f"{float32_eval[name]:.4f} | {r['minutes']:.1f} | "
+                 f"{r['minutes'] * 60 / r['step']:.2f} |")
+  lines += ["", "mixed_bfloat16 − float32, as trained: " +
+            verdict(results["float32"]["validation_bits_per_dim"],
+                    results["mixed_bfloat16"]["validation_bits_per_dim"]) + ".",
+            "", "mixed_bfloat16 − float32, both evaluated in float32: " +
+            verdict(float32_eval["float32"], float32_eval["mixed_bfloat16"]) + ".",
+            ""]
+  if args.repeat_float32:
+    lines += ["The same float32 run twice (same seed, data and code): " +
+              verdict(float32_eval["float32"], float32_eval[REPEAT]).split(":")[0] + ".", ""]
+  lines += ["Commands:", ""]
+  lines += [f"    {c}" for c in commands]
+  out = os.path.join(REPO, "experiments", "results",
+                     f"precision_{args.preset}_{args.steps}.md")
+  with open(out, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(lines[:12]))
+  print(f"written: {os.path.relpath(out, REPO)}")
+
+
+def float32_bits_per_dim(run_dir: str, data_dir: str, batches: int) -> float:
+  """The run's latest checkpoint on the trainer's validation batches, computed in float32."""
+  from text2pixel.binaries.common import configure_threads
+  configure_threads()
+  from text2pixel import model as model_lib, tfrecords, training
+  config, _, model = training.load_run(run_dir)  # float32: nothing sets a mixed policy here
+  data = tfrecords.make_dataset(tfrecords.split_files(os.path.join(REPO, data_dir), "validation"),
+                                config.batch_size, config.image_side, config.max_caption_len,
+                                repeat=True)
+  loss = __import__("tensorflow").function(
+      lambda b: model_lib.sequence_loss(model(b), b["image"], config.num_pixels))
+  nats = [float(loss(batch)) for batch in data.take(batches)]
+  return float(model_lib.nats_to_bits_per_dim(sum(nats) / len(nats)))
+
+
+if __name__ == "__main__":
+  main()
