@@ -53,7 +53,7 @@ class Config:
 
   # --- speed --------------------------------------------------------------------------------
   mixed_precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
-  jit_compile: bool = False
+  jit_compile: bool = False        # XLA; measured 12x slower on a 2-core CPU (WORKSPACE.md)
 
   @property
   def num_pixels(self) -> int:
