@@ -30,8 +30,7 @@ def main():
   parser.add_argument("--data_dir", default="workspace/data/mnist_captions")
   parser.add_argument("--runs_dir", default="workspace/runs/precision")
   parser.add_argument("--repeat_float32", action="store_true",
-                      help="train float32 a second time, to measure run-to-run drift (the two "
-                      "threads' reduction order is not deterministic)")
+                      help="train float32 a second time, to measure run-to-run drift")
   parser.add_argument("--tolerance", type=float, default=0.01, help="relative; the issue's 1%%")
   args = parser.parse_args()
   if not os.path.exists(os.path.join(REPO, args.data_dir)):
@@ -57,6 +56,8 @@ def main():
     with open(result_path) as f:
       results[name] = json.load(f)
 
+  from text2pixel.binaries.common import configure_threads
+  configure_threads()  # before the float32 evaluations below start TensorFlow in this process
   float32_eval = {n: float32_bits_per_dim(os.path.join(REPO, args.runs_dir,
                                                      f"{args.preset}_{args.steps}_{n}"),
                                         args.data_dir, args.eval_batches) for n in names}
@@ -101,14 +102,13 @@ def main():
 
 def float32_bits_per_dim(run_dir: str, data_dir: str, batches: int) -> float:
   """The run's latest checkpoint on the trainer's validation batches, computed in float32."""
-  from text2pixel.binaries.common import configure_threads
-  configure_threads()
+  import tensorflow as tf
   from text2pixel import model as model_lib, tfrecords, training
   config, _, model = training.load_run(run_dir)  # float32: nothing sets a mixed policy here
   data = tfrecords.make_dataset(tfrecords.split_files(os.path.join(REPO, data_dir), "validation"),
                                 config.batch_size, config.image_side, config.max_caption_len,
                                 repeat=True)
-  loss = __import__("tensorflow").function(
+  loss = tf.function(
       lambda b: model_lib.sequence_loss(model(b), b["image"], config.num_pixels))
   nats = [float(loss(batch)) for batch in data.take(batches)]
   return float(model_lib.nats_to_bits_per_dim(sum(nats) / len(nats)))

@@ -87,8 +87,9 @@ class PixelLSTMCell(tf.keras.layers.AbstractRNNCell):
     if above_context:
       self.above_embedding = tf.keras.layers.Embedding(257, pixel_embedding_dim,
                                                        name="above_embedding")
-    for table in self.lookup_tables():  # built now: teacher forcing reads their matrices
-      table.build((None,))
+    for name in ("row_embedding", "col_embedding", "above_embedding"):
+      if hasattr(self, name):  # built now: teacher forcing reads their matrices
+        getattr(self, name).build((None,))
     # Rows of W_in, in this order: previous pixel, row, column, each pixel above, context.
     self.feature_sizes = ([pixel_embedding_dim] +
                           [position_embedding_dim] * (2 if position_embedding_dim else 0) +
@@ -102,10 +103,6 @@ class PixelLSTMCell(tf.keras.layers.AbstractRNNCell):
         initializer=_AttentionAndRecurrentInitializer(attention_dim))
     self.bias = self.add_weight("bias", [gates], initializer=_unit_forget_bias)
     self.built = True
-
-  def lookup_tables(self):
-    return [getattr(self, name) for name in ("row_embedding", "col_embedding", "above_embedding")
-            if hasattr(self, name)]
 
   @property
   def state_size(self):
@@ -444,14 +441,20 @@ class AlignPixelRNN(tf.keras.Model):
     cell = self.decoder_cell(alignment_history)
     dtype = self.compute_dtype_for_state()
     if self.config.conditioning == "attention":
-      # The memory's sequence length masks padding so it is never attended (eq. 8 over real words).
-      self.attention_mechanism.setup_memory(tf.cast(annotations, tf.float32),
-                                            memory_sequence_length=caption_len)
+      self.set_attention_memory(annotations, caption_len)
       return cell, cell.get_initial_state(batch_size=batch_size, dtype=dtype)
     state = self.pixel_cell.get_initial_state(batch_size=batch_size, dtype=dtype)
     if self.config.conditioning == "mean":
       state[4] = tf.cast(self.mean_annotation(annotations, caption_len), dtype)
     return cell, state
+
+  def set_attention_memory(self, annotations, caption_len):
+    """The annotations the mechanism attends over, in float32 (eqs. 7-9 are float32 always).
+
+    The memory's sequence length masks padding so it is never attended (eq. 8 over real words).
+    """
+    self.attention_mechanism.setup_memory(tf.cast(annotations, tf.float32),
+                                          memory_sequence_length=caption_len)
 
   def compute_dtype_for_state(self):
     return tf.as_dtype(self.pixel_embedding.compute_dtype)
@@ -508,8 +511,7 @@ class AlignPixelRNN(tf.keras.Model):
     tap = tf.zeros([batch, c.num_pixels, c.attention_units], dtype)
     inputs = tf.concat([inputs, _deferred_weight_gradient(tap, attention_kernel,
                                                           attention_holder)], -1)
-    self.attention_mechanism.setup_memory(tf.cast(annotations, tf.float32),
-                                          memory_sequence_length=caption_len)
+    self.set_attention_memory(annotations, caption_len)
     cell = AttentionWrapperWithCellOutput(
         _TeacherForcedPixelLSTM(self.pixel_cell, kernel, tap_dim=c.attention_units,
                                 name="teacher_forced_pixel_lstm"),

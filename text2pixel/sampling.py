@@ -127,7 +127,7 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
         model.pixel_input, tf.cast(temperature, tf.float32),
         tf.cast(seed if seed is not None else 0, tf.int32))
   decoder = _BasicDecoder(cell, sampler, output_layer=model.output_layer,
-                                     maximum_iterations=pixels)
+                          maximum_iterations=pixels)
   outputs, final_state, _ = decoder(None, initial_state=state,
                                     start_tokens=tf.fill([flat], START_SYMBOL),
                                     end_token=START_SYMBOL)

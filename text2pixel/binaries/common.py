@@ -16,7 +16,7 @@ USER_ERRORS = (ConfigError, CaptionError, DataError, FileNotFoundError, ValueErr
 
 # Measured (benchmarks/train_throughput.py, WORKSPACE.md "Benchmarks"): the pixel loop's ops are
 # small, so on a CPU one thread per op and as many ops in parallel as cores beats TF's default of
-# every op spreading over all cores (paper step 5.3 s -> 3.2 s on 2 cores).
+# every op spreading over all cores (paper float32 step 4.11 s -> 2.82 s on 2 cores).
 flags.DEFINE_integer("intra_op_threads", 1, "threads one op may use (0: TensorFlow's default)")
 flags.DEFINE_integer("inter_op_threads", 0, "ops run in parallel (0: one per CPU core)")
 
