@@ -1,17 +1,21 @@
-"""Does mixed_bfloat16 train as well as float32? Same preset, seed, data and steps; bits/dim.
+"""Does mixed_bfloat16 train as well as float32? Same preset, seeds, data and steps; bits/dim.
 
+  .venv/bin/python experiments/precision_check.py --preset cpu_small --steps 600 --seeds 1234,1,2
   .venv/bin/python experiments/precision_check.py --preset paper --steps 100
-  .venv/bin/python experiments/precision_check.py --preset cpu_small --steps 600
 
-Trains the preset twice with text2pixel-train (float32, then mixed_bfloat16; everything else
-equal, including the seed and so the data order), and compares the validation bits/dim each run
-reports at the end (the same fixed validation batches). Writes
+For each seed, trains the preset twice with text2pixel-train (float32, then mixed_bfloat16;
+everything else equal, including the seed and so the initial weights and data order), and compares
+the validation bits/dim each run reports at the end (the same fixed validation batches), also with
+both checkpoints evaluated in float32. The verdict is on the mean over seeds: after a few hundred
+steps a single run's bits/dim depends on when it happens to leave the pixel-histogram plateau, so
+one pair of runs differs by chance about as much as the tolerance. Writes
 experiments/results/precision_<preset>_<steps>.md; reruns reuse finished runs.
 """
 
 import argparse
 import json
 import os
+import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,25 +30,33 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", default="cpu_small")
   parser.add_argument("--steps", type=int, default=600)
+  parser.add_argument("--seeds", default="1234", help="comma-separated; one pair of runs each")
   parser.add_argument("--eval_batches", type=int, default=16)
   parser.add_argument("--data_dir", default="workspace/data/mnist_captions")
   parser.add_argument("--runs_dir", default="workspace/runs/precision")
   parser.add_argument("--repeat_float32", action="store_true",
-                      help="train float32 a second time, to measure run-to-run drift")
+                      help="train float32 a second time (first seed), to measure run-to-run drift")
   parser.add_argument("--tolerance", type=float, default=0.01, help="relative; the issue's 1%%")
   args = parser.parse_args()
   if not os.path.exists(os.path.join(REPO, args.data_dir)):
     raise SystemExit(f"no data in {args.data_dir}: build it first (scripts/main.sh does)")
+  try:
+    seeds = [int(s) for s in args.seeds.split(",")]
+  except ValueError:
+    raise SystemExit(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
 
-  results, commands = {}, []
-  names = PRECISIONS + ((REPEAT,) if args.repeat_float32 else ())
-  for name in names:
+  runs = [(seed, name) for seed in seeds for name in PRECISIONS]
+  if args.repeat_float32:
+    runs.append((seeds[0], REPEAT))
+  results, commands, run_dirs = {}, [], {}
+  for seed, name in runs:
     precision = "float32" if name == REPEAT else name
-    run_dir = os.path.join(args.runs_dir, f"{args.preset}_{args.steps}_{name}")
+    run_dir = os.path.join(args.runs_dir, f"{args.preset}_{args.steps}_seed{seed}_{name}")
+    run_dirs[seed, name] = os.path.join(REPO, run_dir)
     result_path = os.path.join(REPO, run_dir, "train_result.json")
     cmd = [sys.executable, "-m", "text2pixel.binaries.train", "--preset", args.preset,
            "--data_dir", args.data_dir, "--run_dir", run_dir, "--train_steps", str(args.steps),
-           "--max_train_minutes", "0", "--mixed_precision", precision,
+           "--seed", str(seed), "--max_train_minutes", "0", "--mixed_precision", precision,
            "--eval_every", str(args.steps), "--eval_batches", str(args.eval_batches),
            "--sample_every", str(10 * args.steps), "--log_every", str(max(1, args.steps // 10))]
     done = False
@@ -54,49 +66,64 @@ def main():
     commands.append(run(cmd) if not done else " ".join(cmd).replace(sys.executable,
                                                                    ".venv/bin/python"))
     with open(result_path) as f:
-      results[name] = json.load(f)
+      results[seed, name] = json.load(f)
 
   from text2pixel.binaries.common import configure_threads
   configure_threads()  # before the float32 evaluations below start TensorFlow in this process
-  float32_eval = {n: float32_bits_per_dim(os.path.join(REPO, args.runs_dir,
-                                                     f"{args.preset}_{args.steps}_{n}"),
-                                        args.data_dir, args.eval_batches) for n in names}
+  float32_eval = {key: float32_bits_per_dim(run_dirs[key], args.data_dir, args.eval_batches)
+                  for key in runs}
+  as_trained = {key: r["validation_bits_per_dim"] for key, r in results.items()}
+
+  def relative(fp32, bf16):
+    return (bf16 - fp32) / fp32
 
   def verdict(fp32, bf16):
-    relative = (bf16 - fp32) / fp32
-    word = "within" if abs(relative) <= args.tolerance else "NOT within"
-    return f"{bf16 - fp32:+.4f} bits/dim ({relative:+.2%}): **{word} {args.tolerance:.0%}**"
+    word = "within" if abs(relative(fp32, bf16)) <= args.tolerance else "NOT within"
+    return f"{bf16 - fp32:+.4f} bits/dim ({relative(fp32, bf16):+.2%}): **{word} {args.tolerance:.0%}**"
+
+  def mean_std(values):
+    values = list(values)
+    spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.4f}{spread}"
 
   lines = [f"# float32 vs mixed_bfloat16: `{args.preset}`, {args.steps} steps", "",
-           f"Same seed, data order and validation batches ({args.eval_batches} batches); "
-           "written by `experiments/precision_check.py`. \"as trained\": the bits/dim the "
-           "training run reports, computed in its own precision; \"float32 evaluation\": the "
-           "same checkpoint evaluated in float32, as text2pixel-evaluate, -sample and -export "
-           "load every run.", "",
-           "| training precision | validation bits/dim, as trained | float32 evaluation | "
-           "train minutes | s/step |", "| --- | ---: | ---: | ---: | ---: |"]
-  for name in names:
-    r = results[name]
+           f"Seeds {', '.join(map(str, seeds))}: per seed, the same initial weights, data order "
+           f"and validation batches ({args.eval_batches} batches) for both precisions; written by "
+           "`experiments/precision_check.py`. \"as trained\": the bits/dim the training run "
+           "reports, computed in its own precision; \"float32 evaluation\": the same checkpoint "
+           "evaluated in float32, as text2pixel-evaluate, -sample and -export load every run.", "",
+           "| seed | training precision | validation bits/dim, as trained | float32 evaluation | "
+           "train minutes | s/step |", "| ---: | --- | ---: | ---: | ---: | ---: |"]
+  for key in runs:
+    seed, name = key
+    r = results[key]
     label = "float32 (again)" if name == REPEAT else name
-    lines.append(f"| {label} | {r['validation_bits_per_dim']:.4f} | "
-                 f"{float32_eval[name]:.4f} | {r['minutes']:.1f} | "
-                 f"{r['minutes'] * 60 / r['step']:.2f} |")
-  lines += ["", "mixed_bfloat16 − float32, as trained: " +
-            verdict(results["float32"]["validation_bits_per_dim"],
-                    results["mixed_bfloat16"]["validation_bits_per_dim"]) + ".",
-            "", "mixed_bfloat16 − float32, both evaluated in float32: " +
-            verdict(float32_eval["float32"], float32_eval["mixed_bfloat16"]) + ".",
-            ""]
+    lines.append(f"| {seed} | {label} | {as_trained[key]:.4f} | {float32_eval[key]:.4f} | "
+                 f"{r['minutes']:.1f} | {r['minutes'] * 60 / r['step']:.2f} |")
+  lines.append("")
+  if len(seeds) > 1:
+    lines += ["Per seed, mixed_bfloat16 − float32 (as trained): " + ", ".join(
+        f"{relative(as_trained[s, 'float32'], as_trained[s, 'mixed_bfloat16']):+.2%}"
+        for s in seeds) + ".", "",
+              f"Mean ± std over the {len(seeds)} seeds, as trained: float32 "
+              f"{mean_std(as_trained[s, 'float32'] for s in seeds)}, mixed_bfloat16 "
+              f"{mean_std(as_trained[s, 'mixed_bfloat16'] for s in seeds)} bits/dim.", ""]
+  for label, table in (("as trained", as_trained), ("both evaluated in float32", float32_eval)):
+    fp32 = statistics.mean(table[s, "float32"] for s in seeds)
+    bf16 = statistics.mean(table[s, "mixed_bfloat16"] for s in seeds)
+    over = f", mean over {len(seeds)} seeds" if len(seeds) > 1 else ""
+    lines += [f"mixed_bfloat16 − float32, {label}{over}: {verdict(fp32, bf16)}.", ""]
   if args.repeat_float32:
-    lines += ["The same float32 run twice (same seed, data and code): " +
-              verdict(float32_eval["float32"], float32_eval[REPEAT]).split(":")[0] + ".", ""]
+    lines += [f"The same float32 run twice (seed {seeds[0]}, same data and code): " +
+              verdict(float32_eval[seeds[0], "float32"],
+                      float32_eval[seeds[0], REPEAT]).split(":")[0] + ".", ""]
   lines += ["Commands:", ""]
   lines += [f"    {c}" for c in commands]
   out = os.path.join(REPO, "experiments", "results",
                      f"precision_{args.preset}_{args.steps}.md")
   with open(out, "w", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
-  print("\n".join(lines[:12]))
+  print("\n".join(lines[:-len(commands) - 2]))
   print(f"written: {os.path.relpath(out, REPO)}")
 
 
