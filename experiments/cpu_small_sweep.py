@@ -18,13 +18,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.runner import REPO, finished, run  # noqa: E402
+from experiments.runner import REPO, check_not_stale, finished, run  # noqa: E402
 
 VARIANTS = {  # name -> overrides of the cpu_small preset
-    "cpu_small (batch 32)": {},
+    "batch 32": {"batch_size": 32},
     "batch 64": {"batch_size": 64},
     "batch 16": {"batch_size": 16},
-    "batch 32 + mixed_bfloat16": {"mixed_precision": "mixed_bfloat16"},
+    "batch 32 + mixed_bfloat16": {"batch_size": 32, "mixed_precision": "mixed_bfloat16"},
 }
 
 
@@ -63,7 +63,7 @@ def main():
 
   commands, rows = [], []
   for name in names:
-    batch = VARIANTS[name].get("batch_size", 32)
+    batch = VARIANTS[name]["batch_size"]
     run_dir = os.path.join(args.runs_dir, f"{slug(name)}_{args.minutes:g}min")
     cmd = [sys.executable, "-m", "text2pixel.binaries.train", "--preset", "cpu_small",
            "--data_dir", args.data_dir, "--run_dir", run_dir, "--train_steps", "1000000",
@@ -71,6 +71,7 @@ def main():
            "--eval_batches", str(max(1, args.eval_images // batch)), "--sample_every", "1000000"]
     for field, value in VARIANTS[name].items():
       cmd += [f"--{field}", str(value)]
+    check_not_stale(os.path.join(REPO, run_dir), "cpu_small", VARIANTS[name])
     if finished(os.path.join(REPO, run_dir), args.minutes):
       commands.append(" ".join(cmd).replace(sys.executable, ".venv/bin/python"))
     else:
@@ -87,7 +88,7 @@ def main():
            "| variant | steps | images seen | validation bits/dim | caption gain, bits/image |",
            "| --- | ---: | ---: | ---: | ---: |"]
   for name, result, history in rows:
-    batch = VARIANTS[name].get("batch_size", 32)
+    batch = VARIANTS[name]["batch_size"]
     lines.append(f"| {name} | {result['step']} | {result['step'] * batch:,} | "
                  f"{result['validation_bits_per_dim']:.4f} | "
                  f"{result['caption_gain_bits_per_image']:.2f} |")

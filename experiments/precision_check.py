@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.runner import REPO, run  # noqa: E402
+from experiments.runner import REPO, check_not_stale, run  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 REPEAT = "float32_repeat"  # float32 again, same seed: how far two identical runs drift apart
@@ -31,6 +31,7 @@ def main():
   parser.add_argument("--preset", default="cpu_small")
   parser.add_argument("--steps", type=int, default=600)
   parser.add_argument("--seeds", default="1234", help="comma-separated; one pair of runs each")
+  parser.add_argument("--batch_size", type=int, default=0, help="0: the preset's")
   parser.add_argument("--eval_batches", type=int, default=16)
   parser.add_argument("--data_dir", default="workspace/data/mnist_captions")
   parser.add_argument("--runs_dir", default="workspace/runs/precision")
@@ -59,6 +60,11 @@ def main():
            "--seed", str(seed), "--max_train_minutes", "0", "--mixed_precision", precision,
            "--eval_every", str(args.steps), "--eval_batches", str(args.eval_batches),
            "--sample_every", str(10 * args.steps), "--log_every", str(max(1, args.steps // 10))]
+    overrides = dict(seed=seed, mixed_precision=precision)
+    if args.batch_size:
+      cmd += ["--batch_size", str(args.batch_size)]
+      overrides["batch_size"] = args.batch_size
+    check_not_stale(os.path.join(REPO, run_dir), args.preset, overrides)
     done = False
     if os.path.exists(result_path):
       with open(result_path) as f:

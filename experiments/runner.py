@@ -40,6 +40,30 @@ def run(cmd, log_path=None):
   return printable.replace(sys.executable, ".venv/bin/python")
 
 
+# Fields that change how a run is logged or bounded, not what it learns.
+BOOKKEEPING = ("train_steps", "max_train_minutes", "log_every", "checkpoint_every",
+               "keep_checkpoints", "eval_every", "eval_batches", "sample_every",
+               "num_sample_captions")
+
+
+def check_not_stale(run_dir, preset, overrides):
+  """Stops if run_dir holds a run of another model or setup than the preset with overrides.
+
+  Scripts reuse finished runs; without this a changed preset would silently report a run
+  trained with the old one.
+  """
+  from text2pixel import config as config_lib
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(path):
+    return
+  wanted = config_lib.get_preset(preset).replace(**overrides)
+  differences = {k: v for k, v in config_lib.load(path).differences(wanted).items()
+                 if k not in BOOKKEEPING}
+  if differences:
+    raise SystemExit(f"{run_dir} was trained with another config than this script asks for "
+                     f"(field: (saved, asked) {differences}); move it aside or delete it")
+
+
 def finished(run_dir, minutes):
   path = os.path.join(run_dir, "train_result.json")
   if not os.path.exists(path):
@@ -99,6 +123,7 @@ def main(experiment: Experiment):
                  "--run_dir", run_dir, "--max_train_minutes", str(args.minutes),
                  # time is the budget every model gets alike, not the preset's step count
                  "--train_steps", "1000000", *overrides]
+    check_not_stale(run_dir, args.scale, MODELS[model])
     if finished(run_dir, args.minutes):  # resumable at the script level too
       commands.append(" ".join(shlex.quote(c) for c in train_cmd).replace(py, ".venv/bin/python"))
       print(f"{run_dir} already trained for {args.minutes} min; not training again")
