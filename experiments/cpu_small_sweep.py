@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.runner import REPO, check_not_stale, finished, run  # noqa: E402
+from experiments.runner import REPO, check_not_stale, finished, printable, run  # noqa: E402
 
 VARIANTS = {  # name -> overrides of the cpu_small preset
     "batch 32": {"batch_size": 32},
@@ -73,7 +73,7 @@ def main():
       cmd += [f"--{field}", str(value)]
     check_not_stale(os.path.join(REPO, run_dir), "cpu_small", VARIANTS[name])
     if finished(os.path.join(REPO, run_dir), args.minutes):
-      commands.append(" ".join(cmd).replace(sys.executable, ".venv/bin/python"))
+      commands.append(printable(cmd))
     else:
       commands.append(run(cmd))
     with open(os.path.join(REPO, run_dir, "train_result.json")) as f:

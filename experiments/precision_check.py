@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.runner import REPO, check_not_stale, run  # noqa: E402
+from experiments.runner import REPO, check_not_stale, printable, run  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 REPEAT = "float32_repeat"  # float32 again, same seed: how far two identical runs drift apart
@@ -69,8 +69,7 @@ def main():
     if os.path.exists(result_path):
       with open(result_path) as f:
         done = json.load(f)["step"] >= args.steps
-    commands.append(run(cmd) if not done else " ".join(cmd).replace(sys.executable,
-                                                                   ".venv/bin/python"))
+    commands.append(printable(cmd) if done else run(cmd))
     with open(result_path) as f:
       results[seed, name] = json.load(f)
 

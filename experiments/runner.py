@@ -25,9 +25,14 @@ MODELS = {  # name -> config overrides (the paper's alignDRAW vs noalignDRAW com
 }
 
 
+def printable(cmd):
+  """The command as the results files record it: quoted, with the repo's venv python."""
+  return " ".join(shlex.quote(c) for c in cmd).replace(sys.executable, ".venv/bin/python")
+
+
 def run(cmd, log_path=None):
-  printable = " ".join(shlex.quote(c) for c in cmd)
-  print(f"$ {printable}", flush=True)
+  shown = " ".join(shlex.quote(c) for c in cmd)
+  print(f"$ {shown}", flush=True)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
   with open(log_path, "a") if log_path else open(os.devnull, "w") as log:
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -36,8 +41,8 @@ def run(cmd, log_path=None):
       print("   " + line, end="", flush=True)
       log.write(line)
     if proc.wait():
-      raise SystemExit(f"command failed ({proc.returncode}): {printable}")
-  return printable.replace(sys.executable, ".venv/bin/python")
+      raise SystemExit(f"command failed ({proc.returncode}): {shown}")
+  return printable(cmd)
 
 
 # Fields that change how a run is logged or bounded, not what it learns.
@@ -125,7 +130,7 @@ def main(experiment: Experiment):
                  "--train_steps", "1000000", *overrides]
     check_not_stale(run_dir, args.scale, MODELS[model])
     if finished(run_dir, args.minutes):  # resumable at the script level too
-      commands.append(" ".join(shlex.quote(c) for c in train_cmd).replace(py, ".venv/bin/python"))
+      commands.append(printable(train_cmd))
       print(f"{run_dir} already trained for {args.minutes} min; not training again")
     else:
       commands.append(run(train_cmd, log_path))
