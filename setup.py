@@ -11,7 +11,8 @@ setup(
     version="0.1.0",
     description="alignPixelRNN: attention-based autoregressive text-to-image generation",
     python_requires=">=3.11,<3.12",
-    packages=["text2pixel", "text2pixel.binaries", "datasets"],
+    packages=["text2pixel", "text2pixel.binaries", "text2pixel.kernels", "datasets"],
+    package_data={"text2pixel.kernels": ["pixel_loop.cc"]},  # compiled on the machine it runs on
     install_requires=[
         "tensorflow==2.15.1",
         "tensorflow-addons==0.23.0",

@@ -3,11 +3,86 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def add_compare_flags(parser) -> None:
+  parser.add_argument("--compare", default="",
+                      help="a git revision: run this same benchmark on that commit's code too, in "
+                      "this call, alternating, and print new/old ratios")
+  parser.add_argument("--rounds", type=int, default=2, help="with --compare: alternations")
+  parser.add_argument("--code_root", default=REPO, help=argparse_suppress())
+
+
+def argparse_suppress():
+  import argparse
+  return argparse.SUPPRESS
+
+
+def use_code_root(args) -> None:
+  """Makes ``import text2pixel`` load the tree at --code_root (a worktree of another commit)."""
+  root = os.path.abspath(args.code_root)
+  sys.path.insert(0, root)
+  for name in [m for m in sys.modules if m.split(".")[0] in ("text2pixel", "datasets")]:
+    del sys.modules[name]
+
+
+def worktree(revision: str) -> str:
+  """A detached git worktree of ``revision`` (created once, reused), for --compare."""
+  commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", revision], check=True,
+                          capture_output=True, text=True).stdout.strip()
+  path = os.path.join(tempfile.gettempdir(), f"text2pixel_bench_{commit}")
+  if not os.path.exists(os.path.join(path, "text2pixel")):
+    subprocess.run(["git", "-C", REPO, "worktree", "add", "--force", "--detach", path, commit],
+                    check=True, capture_output=True)
+  return path
+
+
+def compare(script: str, argv, revision: str, rounds: int, key: str, higher_is_better: bool):
+  """Runs ``script`` (with ``argv`` minus --compare) on this tree and on ``revision``'s tree,
+  alternating for ``rounds`` rounds, and reports each benchmark line's new/old speed ratio."""
+  old_root = worktree(revision)
+  argv = list(argv)
+  i = argv.index("--compare")
+  del argv[i:i + 2]
+  results = {"new": [], "old": []}
+  for round_ in range(rounds):
+    for label, root in (("old", old_root), ("new", REPO)):
+      out = subprocess.run([sys.executable, script, *argv, "--code_root", root],
+                           capture_output=True, text=True,
+                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+      if out.returncode:
+        sys.exit(f"{label} tree ({root}) failed:\n{out.stderr[-3000:]}")
+      lines = [json.loads(l[6:]) for l in out.stdout.splitlines() if l.startswith("BENCH ")]
+      print(f"round {round_ + 1}, {label}: " + "; ".join(f"{l[key]:.4g}" for l in lines),
+            flush=True)
+      results[label].append(lines)
+  head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                        capture_output=True, text=True).stdout.strip()
+  dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                         capture_output=True, text=True).stdout.strip()
+  new_label = head + ("+changes" if dirty else "")
+  for index, line in enumerate(results["new"][0]):
+    new = float(np.median([r[index][key] for r in results["new"]]))
+    old = float(np.median([r[index][key] for r in results["old"]]))
+    ratio = new / old if higher_is_better else old / new
+    what = {k: v for k, v in line.items() if k in ("preset", "method", "batch", "batch_size",
+                                                   "mixed_precision", "captions", "images")}
+    report(os.path.basename(script)[:-3] + "_compare",
+           f"{what}: {revision} {old:.4g} -> {new_label} {new:.4g} {key}: {ratio:.2f}x faster",
+           old_revision=revision, new_revision=new_label, ratio=ratio, old=old, new=new,
+           key=key, rounds=rounds, **what)
 
 
 def add_thread_flags(parser) -> None:

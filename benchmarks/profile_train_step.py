@@ -15,6 +15,7 @@ import glob
 import gzip
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -54,6 +55,7 @@ def main():
   parser.add_argument("--steps", type=int, default=1)
   parser.add_argument("--top", type=int, default=15)
   parser.add_argument("--logdir", default="workspace/profile")
+  parser.add_argument("--pixel_loop", default="", help="fused | graph (default: the config's)")
   common.add_thread_flags(parser)
   args = parser.parse_args()
   threads = common.apply_thread_flags(args)
@@ -61,16 +63,21 @@ def main():
   import time
   import tensorflow as tf
   from benchmarks import train_throughput
-  config, step = train_throughput.make_step(args.preset, 0, args.mixed_precision,
-                                            args.jit_compile)
-  step().numpy()  # trace and warm up outside the profile
-  step().numpy()
+  data_dir = os.path.join(tempfile.gettempdir(), "text2pixel_bench_data")
+  train_throughput.make_data(data_dir)
+  overrides = dict(mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
+                   eval_every=10 ** 6, sample_every=10 ** 6, checkpoint_every=10 ** 6)
+  if args.pixel_loop:
+    overrides["pixel_loop"] = args.pixel_loop
+  config, step = train_throughput.make_step(args.preset, data_dir, **overrides)
+  step()  # trace and warm up outside the profile
+  step()
   logdir = os.path.join(args.logdir, f"{args.preset}_{args.mixed_precision}"
                         f"{'_xla' if args.jit_compile else ''}")
   tf.profiler.experimental.start(logdir)
   start = time.perf_counter()
   for _ in range(args.steps):
-    step().numpy()
+    step()
   wall = (time.perf_counter() - start) / args.steps
   tf.profiler.experimental.stop()
   paths = sorted(glob.glob(os.path.join(logdir, "plugins/profile/*/*.xplane.pb")))

@@ -1,15 +1,19 @@
-"""Training throughput: pixels/s (batch x pixels / step time) after warm-up, and GFLOP/s.
+"""Training throughput of the Trainer's own step: pixels/s after warm-up, and GFLOP/s.
 
   .venv/bin/python benchmarks/train_throughput.py --preset paper
-  .venv/bin/python benchmarks/train_throughput.py --preset cpu_small --mixed_precision mixed_bfloat16
+  .venv/bin/python benchmarks/train_throughput.py --preset cpu_small --compare 601bb5f
 
-The step is exactly the trainer's (forward, backward, all-reduce, clip, RMSProp) on synthetic
-data of the preset's shapes, so the input pipeline is not measured (see --with_data).
+The step timed is ``Trainer.train_step`` itself (data iterator, forward, backward, all-reduce,
+non-finite guard, clip, RMSProp) on a small real MNIST-with-captions build, so a number here is a
+training number. ``--compare REV`` runs the same measurement on REV's code (a git worktree) in the
+same call, alternating old and new, and prints the ratio: these machines differ by up to 2x from
+day to day, so only a ratio measured side by side is a speed claim.
 """
 
 import argparse
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,52 +27,64 @@ def main():
   parser.add_argument("--batch_size", type=int, default=0, help="0: the preset's")
   parser.add_argument("--mixed_precision", default="float32")
   parser.add_argument("--jit_compile", action="store_true")
-  parser.add_argument("--warmup", type=int, default=2)
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--pixel_loop", default="", help="fused | graph (default: the config's)")
+  parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=10)
+  parser.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(),
+                                                         "text2pixel_bench_data"))
   common.add_thread_flags(parser)
+  common.add_compare_flags(parser)
   args = parser.parse_args()
+  if args.compare:
+    make_data(args.data_dir)
+    return common.compare(__file__, sys.argv[1:], args.compare, args.rounds,
+                          key="seconds_per_step", higher_is_better=False)
+  common.use_code_root(args)
   threads = common.apply_thread_flags(args)
+  make_data(args.data_dir)
 
-  config, step = make_step(args.preset, args.batch_size, args.mixed_precision, args.jit_compile)
-  seconds = common.timed(lambda: step().numpy(), args.warmup, args.repeats)
+  overrides = dict(mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
+                   eval_every=10 ** 6, sample_every=10 ** 6, checkpoint_every=10 ** 6)
+  if args.batch_size:
+    overrides["batch_size"] = args.batch_size
+  if args.pixel_loop:
+    overrides["pixel_loop"] = args.pixel_loop
+  config, step = make_step(args.preset, args.data_dir, **overrides)
+  seconds = common.timed(step, args.warmup, args.repeats)
   pixels_per_sec = config.batch_size * config.num_pixels / seconds
   flops = training_flops_per_step(config)
   gflops = flops / seconds / 1e9
   peak = common.cpu_peak_gflops()
+  loop = getattr(config, "pixel_loop", "graph")
   common.report("train_throughput", f"{args.preset} batch {config.batch_size} "
-                f"{config.mixed_precision}{' xla' if config.jit_compile else ''}, {threads}: "
-                f"{seconds:.3f} s/step, {pixels_per_sec:,.0f} pixels/s, {gflops:.1f} GFLOP/s of "
-                f"a {peak:.0f} GFLOP/s fp32 peak",
+                f"{config.mixed_precision}{' xla' if config.jit_compile else ''}, {loop} loop, "
+                f"{threads}: {seconds:.3f} s/step, {pixels_per_sec:,.0f} pixels/s, "
+                f"{gflops:.1f} GFLOP/s of a {peak:.0f} GFLOP/s fp32 peak",
                 preset=args.preset, batch_size=config.batch_size,
                 mixed_precision=config.mixed_precision, jit_compile=config.jit_compile,
-                seconds_per_step=seconds, pixels_per_sec=pixels_per_sec, gflops=gflops,
-                peak_gflops=peak, threads=threads)
+                pixel_loop=loop, seconds_per_step=seconds, pixels_per_sec=pixels_per_sec,
+                gflops=gflops, peak_gflops=peak, threads=threads)
 
 
-def make_step(preset: str, batch_size: int = 0, mixed_precision: str = "float32",
-              jit_compile: bool = False):
-  """(config, step): the trainer's step on one synthetic batch of the preset's shapes."""
-  import tensorflow as tf
-  from text2pixel import config as config_lib, model as model_lib
-  config = config_lib.get_preset(preset).replace(mixed_precision=mixed_precision,
-                                                 jit_compile=jit_compile)
-  if batch_size:
-    config = config.replace(batch_size=batch_size)
-  if config.mixed_precision != "float32":
-    tf.keras.mixed_precision.set_global_policy(config.mixed_precision)
-  model = model_lib.build(config, vocab_size=30)
-  optimizer = tf.keras.optimizers.RMSprop(config.learning_rate)
-  ids, lengths, images = (tf.constant(x) for x in common.batch(config, config.batch_size))
+def make_data(data_dir: str) -> None:
+  """A small real MNIST-with-captions build (once; every tree compared reads the same one)."""
+  if os.path.exists(os.path.join(data_dir, "metadata.json")):
+    return
+  from datasets import mnist_captions
+  mnist_captions.build(data_dir, num_train=512, num_validation=64, num_test=16, num_heldout=16,
+                       seed=0, num_shards=1, log=lambda *_: None)
 
-  @tf.function(jit_compile=config.jit_compile)
+
+def make_step(preset: str, data_dir: str, **overrides):
+  """(config, step): one call of the Trainer's own train step, on real TFRecords."""
+  from text2pixel import config as config_lib, training
+  config = config_lib.get_preset(preset).replace(**overrides)
+  run_dir = tempfile.mkdtemp(prefix="text2pixel_bench_run_")
+  trainer = training.Trainer(config, data_dir, run_dir, log=lambda *_: None)
+
   def step():
-    with tf.GradientTape() as tape:
-      logits = model(dict(caption_ids=ids, caption_len=lengths, image=images), training=True)
-      loss = model_lib.sequence_loss(logits, images, config.num_pixels)
-    grads = tape.gradient(loss, model.trainable_variables)
-    grads, _ = tf.clip_by_global_norm(grads, config.clip_norm)
-    optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    return loss
+    loss, _, _ = trainer.train_step(trainer.train_iterator)
+    return float(loss)
 
   return config, step
 

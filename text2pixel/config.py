@@ -54,6 +54,9 @@ class Config:
   # --- speed --------------------------------------------------------------------------------
   mixed_precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
   jit_compile: bool = False        # XLA; measured 12x slower on a 2-core CPU (WORKSPACE.md)
+  # The teacher-forced training loop: "fused" runs all pixels in one C++ op (text2pixel/kernels),
+  # "graph" in TensorFlow ops. Both compute the same function (tests compare them).
+  pixel_loop: str = "fused"
 
   @property
   def num_pixels(self) -> int:
@@ -117,6 +120,8 @@ def validate(config: Config) -> Config:
     raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, got '{config.conditioning}'")
   if config.nonfinite not in ("stop", "skip"):
     raise ConfigError(f"nonfinite must be 'stop' or 'skip', got '{config.nonfinite}'")
+  if config.pixel_loop not in ("fused", "graph"):
+    raise ConfigError(f"pixel_loop must be 'fused' or 'graph', got '{config.pixel_loop}'")
   if config.mixed_precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
     raise ConfigError(f"unknown mixed_precision '{config.mixed_precision}'")
   if config.learning_rate <= 0 or config.clip_norm <= 0:

@@ -158,42 +158,58 @@ class PixelLSTMCell(tf.keras.layers.AbstractRNNCell):
     h, c = self.lstm_update(z, c)
     return h, [h, c, step + 1.0, recent, context]
 
-  def teacher_forced_input_part(self, pixel_embeddings: tf.Tensor, pixels: tf.Tensor,
-                                context: Optional[tf.Tensor], dtype) -> tf.Tensor:
-    """features_j W_in + b for every pixel j of known images: [batch, num_pixels, 4 * units].
+  def teacher_forced_input_tables(self, pixel_embeddings: tf.Tensor, pixels: tf.Tensor,
+                                  context: Optional[tf.Tensor]):
+    """features_j W_in + b for every pixel j of known images, as (tables, ids, base).
 
     Every feature but the context is an embedding row, so its product with its block of W_in is
-    a row of (embedding table @ block): one small product per table, then a gather, instead of a
-    product per pixel. ``pixels`` are the images' ids [batch, num_pixels] in raster order.
+    a row of (embedding table @ block): ``tables`` stacks those products [rows, 4 * units],
+    ``ids`` [batch, num_pixels, features] says which rows pixel j adds up, and ``base`` [batch,
+    4 * units] is b plus the (per-caption) context's product. Pixel j's input part is
+    base + sum_f tables[ids[:, j, f]]. ``pixels`` are the images' ids [batch, num_pixels] in
+    raster order.
 
-    Computed in float32 whatever ``dtype`` is: the tables' gradients sum over every pixel of the
-    batch (32k rows for cpu_small), and a bfloat16 sum that long loses the small terms.
+    Float32 whatever the compute dtype: the tables' gradients sum over every pixel of the batch
+    (32k rows for cpu_small), and a bfloat16 sum that long loses the small terms.
     """
-    compute_dtype, dtype = dtype, tf.float32
+    dtype = tf.float32
     blocks = tf.split(tf.cast(self.input_kernel, dtype), self.feature_sizes, axis=0)
     blocks.reverse()  # popped in feature order below
     num_pixels = pixels.shape[1]
     batch = tf.shape(pixels)[0]
     start = lambda n: tf.fill([batch, n], START_SYMBOL)
+    tables, ids, offset = [], [], 0
 
-    def projected(table, ids):
-      return tf.gather(tf.matmul(tf.cast(table, dtype), blocks.pop()), ids)
+    def add(table, table_ids):
+      nonlocal offset
+      tables.append(tf.matmul(tf.cast(table, dtype), blocks.pop()))
+      ids.append(tf.broadcast_to(table_ids, [batch, num_pixels]) + offset)
+      offset += table.shape[0]
 
-    previous = tf.concat([start(1), pixels[:, :-1]], axis=1)               # x_{j-1}
-    z = projected(pixel_embeddings, previous) + tf.cast(self.bias, dtype)
+    add(pixel_embeddings, tf.concat([start(1), pixels[:, :-1]], axis=1))    # x_{j-1}
     if self.position_embedding_dim:
       index = tf.range(num_pixels)
-      z += projected(self.row_embedding.embeddings, index // self.image_side)
-      z += projected(self.col_embedding.embeddings, index % self.image_side)
+      add(self.row_embedding.embeddings, index // self.image_side)
+      add(self.col_embedding.embeddings, index % self.image_side)
     if self.above_context:
       # The shift register of :meth:`call`, all at once: window entry i of pixel j is
       # x_{j - side - k//2 + i}, or the start symbol before the image.
       padded = tf.concat([start(self.history), pixels], axis=1)
       for i in range(self.above_context):
-        z += projected(self.above_embedding.embeddings, padded[:, i:i + num_pixels])
+        add(self.above_embedding.embeddings, padded[:, i:i + num_pixels])
+    base = tf.broadcast_to(tf.cast(self.bias, dtype), [batch, self.bias.shape[0]])
     if self.context_dim:
-      z += tf.matmul(tf.cast(context, dtype), blocks.pop())[:, None, :]
-    return tf.cast(z, compute_dtype)
+      base += tf.matmul(tf.cast(context, dtype), blocks.pop())
+    return tf.concat(tables, 0), tf.stack(ids, -1), base
+
+  def teacher_forced_input_part(self, pixel_embeddings: tf.Tensor, pixels: tf.Tensor,
+                                context: Optional[tf.Tensor], dtype) -> tf.Tensor:
+    """features_j W_in + b for every pixel j: [batch, num_pixels, 4 * units], in ``dtype``."""
+    tables, ids, base = self.teacher_forced_input_tables(pixel_embeddings, pixels, context)
+    z = base[:, None, :]
+    for f in range(ids.shape[-1]):  # one [batch, pixels, 4 units] gather at a time
+      z += tf.gather(tables, ids[..., f])
+    return tf.cast(z, dtype)
 
 
 class _TeacherForcedPixelLSTM(tf.keras.layers.AbstractRNNCell):
@@ -492,6 +508,8 @@ class AlignPixelRNN(tf.keras.Model):
     batch = tf.shape(pixels)[0]
     context = (self.mean_annotation(annotations, caption_len)
                if c.conditioning == "mean" else None)
+    if c.pixel_loop == "fused":
+      return self._logits_fused(annotations, caption_len, pixels, context, dtype)
     input_part = self.pixel_cell.teacher_forced_input_part(self.pixel_embedding.embeddings,
                                                            pixels, context, dtype)
     kernel = tf.cast(tf.convert_to_tensor(self.pixel_cell.recurrent_kernel), dtype)
@@ -527,6 +545,22 @@ class AlignPixelRNN(tf.keras.Model):
     attention_holder["x"] = tf.stop_gradient(
         tf.cast(tf.concat([tf.cast(h, tf.float32), context], -1), dtype))
     return self.output_layer(attention)                                    # eq. 5
+
+  def _logits_fused(self, annotations, caption_len, pixels, context, dtype) -> tf.Tensor:
+    """:meth:`logits_from_annotations` with the whole loop in one C++ op (float32 throughout)."""
+    from text2pixel import kernels  # compiled on first use
+    f32 = lambda x: tf.cast(tf.convert_to_tensor(x), tf.float32)
+    inputs = self.pixel_cell.teacher_forced_input_tables(self.pixel_embedding.embeddings, pixels,
+                                                         context)
+    recurrent_kernel = f32(self.pixel_cell.recurrent_kernel)
+    if self.config.conditioning != "attention":
+      return self.output_layer(tf.cast(kernels.pixel_loop(*inputs, recurrent_kernel).h, dtype))
+    self.set_attention_memory(annotations, caption_len)
+    mechanism = self.attention_mechanism
+    mask = tf.sequence_mask(caption_len, tf.shape(mechanism.keys)[1], dtype=tf.float32)
+    loop = kernels.pixel_loop(*inputs, recurrent_kernel, mechanism.keys, mechanism.values, mask,
+                              f32(self.attention_layer.kernel))
+    return self.output_layer(tf.cast(loop.attention, dtype))                # eq. 5
 
   def logits_stepwise(self, annotations, caption_len, images) -> tf.Tensor:
     """Reference for :meth:`logits_from_annotations`: the samplers' cell run over the image."""

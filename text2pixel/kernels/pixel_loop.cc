@@ -1,0 +1,556 @@
+// The teacher-forced pixel loop of alignPixelRNN as two fused TensorFlow ops (forward, backward).
+//
+// Why: on a CPU the 1,024-step loop built from TensorFlow ops is bound by per-op overhead (about
+// 60 small ops per pixel, forward and backward), not by arithmetic. Here one op runs all steps.
+// It computes exactly what text2pixel.model's reference cell computes (tests compare them):
+//
+//   z_j     = X_j + [a_{j-1} ; h_{j-1}] W_rec          X_j = features_j W_in + b
+//   X_j     = base + sum_f tables[ids_jf]   (every feature is an embedding row, so its product
+//             with W_in is a row of a precomputed table; base = b, plus the `mean` context's part)
+//   i,f,g,o = sigmoid, sigmoid, tanh, sigmoid of z_j's four blocks (Keras' gate order)
+//   c_j     = f * c_{j-1} + i * g,   h_j = o * tanh(c_j)                            (eq. 6)
+//   e_ji    = h_j . keys_i  (keys = W_a h^lang_i), -inf where word i is padding      (eq. 9)
+//   alpha_j = softmax_i(e_j)                                                         (eq. 8)
+//   ctx_j   = sum_i alpha_ji values_i  (values = h^lang_i)                           (eq. 7)
+//   a_j     = tanh([h_j ; ctx_j] W_c)                   (Luong's attention vector, fed back)
+//
+// with a_{-1} = h_{-1} = c_{-1} = 0. With an attention kernel of zero columns (the `mean` and
+// `none` conditionings) the attention part is skipped and W_rec has only the h rows.
+//
+// Batch rows are independent through the whole recurrence, so each thread runs every step on its
+// own slice of the batch: no synchronisation inside the loop. The weight gradients
+// (sum_j x_j^T dz_j) are left to one large matmul in Python, from the saved activations.
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "unsupported/Eigen/CXX11/Tensor"
+
+namespace text2pixel {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::errors::InvalidArgument;
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+typedef __m256 v8;
+static inline v8 load8(const float* p) { return _mm256_loadu_ps(p); }
+static inline void store8(float* p, v8 v) { _mm256_storeu_ps(p, v); }
+static inline v8 broadcast8(const float* p) { return _mm256_broadcast_ss(p); }
+static inline v8 zero8() { return _mm256_setzero_ps(); }
+static inline v8 fma8(v8 a, v8 b, v8 c) { return _mm256_fmadd_ps(a, b, c); }
+#else  // portable: GCC vector extensions
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+static inline v8 load8(const float* p) { return *reinterpret_cast<const v8u*>(p); }
+static inline void store8(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
+static inline v8 broadcast8(const float* p) { return v8{*p, *p, *p, *p, *p, *p, *p, *p}; }
+static inline v8 zero8() { return v8{}; }
+static inline v8 fma8(v8 a, v8 b, v8 c) { return a * b + c; }
+#endif
+
+// C[r, n] (+)= sum_k A[r, k] B[k, n] for ROWS rows; every matrix row-major. B's rows are read in
+// their natural layout (no packing): the weights are streamed once per block of rows, and each
+// loaded vector of B serves every row of the block (register-blocked ROWS x 24 outputs).
+template <int ROWS>
+static void gemm_rows(int K, int N, const float* A, int lda, const float* B, float* C, int ldc,
+                      bool accumulate) {
+  int n = 0;
+  for (; n + 24 <= N; n += 24) {
+    v8 acc[ROWS][3];
+    for (int r = 0; r < ROWS; ++r)
+      for (int v = 0; v < 3; ++v)
+        acc[r][v] = accumulate ? load8(C + r * ldc + n + 8 * v) : zero8();
+    const float* b = B + n;
+    for (int k = 0; k < K; ++k, b += N) {
+      const v8 b0 = load8(b), b1 = load8(b + 8), b2 = load8(b + 16);
+      for (int r = 0; r < ROWS; ++r) {
+        const v8 a = broadcast8(A + r * lda + k);
+        acc[r][0] = fma8(a, b0, acc[r][0]);
+        acc[r][1] = fma8(a, b1, acc[r][1]);
+        acc[r][2] = fma8(a, b2, acc[r][2]);
+      }
+    }
+    for (int r = 0; r < ROWS; ++r)
+      for (int v = 0; v < 3; ++v) store8(C + r * ldc + n + 8 * v, acc[r][v]);
+  }
+  for (; n + 8 <= N; n += 8) {
+    v8 acc[ROWS];
+    for (int r = 0; r < ROWS; ++r) acc[r] = accumulate ? load8(C + r * ldc + n) : zero8();
+    const float* b = B + n;
+    for (int k = 0; k < K; ++k, b += N) {
+      const v8 b0 = load8(b);
+      for (int r = 0; r < ROWS; ++r) acc[r] = fma8(broadcast8(A + r * lda + k), b0, acc[r]);
+    }
+    for (int r = 0; r < ROWS; ++r) store8(C + r * ldc + n, acc[r]);
+  }
+  for (; n < N; ++n) {
+    for (int r = 0; r < ROWS; ++r) {
+      float sum = accumulate ? C[r * ldc + n] : 0.f;
+      for (int k = 0; k < K; ++k) sum += A[r * lda + k] * B[k * N + n];
+      C[r * ldc + n] = sum;
+    }
+  }
+}
+
+static void gemm(int R, int K, int N, const float* A, int lda, const float* B, float* C, int ldc,
+                 bool accumulate) {
+  int r = 0;
+  for (; r + 4 <= R; r += 4) gemm_rows<4>(K, N, A + r * lda, lda, B, C + r * ldc, ldc, accumulate);
+  switch (R - r) {
+    case 3: gemm_rows<3>(K, N, A + r * lda, lda, B, C + r * ldc, ldc, accumulate); break;
+    case 2: gemm_rows<2>(K, N, A + r * lda, lda, B, C + r * ldc, ldc, accumulate); break;
+    case 1: gemm_rows<1>(K, N, A + r * lda, lda, B, C + r * ldc, ldc, accumulate); break;
+  }
+}
+
+// Vectorised tanh (Eigen's, as TensorFlow's own ops use) over n floats, in place.
+static void tanh_inplace(float* x, int n) {
+  Eigen::Map<Eigen::ArrayXf> a(x, n);
+  a = a.tanh();
+}
+
+static void transpose(const float* src, int rows, int cols, float* dst) {
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+}
+
+// Runs fn(begin, end) over [0, n) split into at most `threads` contiguous slices.
+template <typename Fn>
+static void parallel_slices(int n, int threads, Fn fn) {
+  threads = std::max(1, std::min(threads, n));
+  if (threads == 1) {
+    fn(0, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  const int per = (n + threads - 1) / threads;
+  for (int t = 1; t < threads; ++t) {
+    const int begin = t * per, end = std::min(n, begin + per);
+    if (begin < end) pool.emplace_back(fn, begin, end);
+  }
+  fn(0, std::min(n, per));
+  for (auto& th : pool) th.join();
+}
+
+static int thread_count(int attr) {
+  if (attr > 0) return attr;
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw ? static_cast<int>(hw) : 1;
+}
+
+struct Dims {
+  int B, T, G, U, A, M, V, F, ROWS;
+};
+
+// Inputs: 0 tables [ROWS, G], 1 ids [B, T, F], 2 base [B, G], 3 recurrent kernel [A + U, G],
+// 4 keys [B, M, U], 5 values [B, M, V], 6 memory mask [B, M], 7 attention kernel [U + V, A].
+static tensorflow::Status check_dims(OpKernelContext* ctx, Dims* d) {
+  const Tensor& tables = ctx->input(0);
+  const Tensor& ids = ctx->input(1);
+  const Tensor& base = ctx->input(2);
+  const Tensor& w_rec = ctx->input(3);
+  const Tensor& keys = ctx->input(4);
+  const Tensor& values = ctx->input(5);
+  const Tensor& mask = ctx->input(6);
+  const Tensor& w_c = ctx->input(7);
+  if (tables.dims() != 2 || ids.dims() != 3 || base.dims() != 2 || w_rec.dims() != 2 ||
+      keys.dims() != 3 || values.dims() != 3 || mask.dims() != 2 || w_c.dims() != 2)
+    return InvalidArgument("pixel loop: wrong ranks");
+  d->ROWS = tables.dim_size(0);
+  d->G = tables.dim_size(1);
+  d->B = ids.dim_size(0);
+  d->T = ids.dim_size(1);
+  d->F = ids.dim_size(2);
+  d->U = d->G / 4;
+  d->A = w_c.dim_size(1);
+  d->M = keys.dim_size(1);
+  d->V = values.dim_size(2);
+  if (d->G != 4 * d->U) return InvalidArgument("pixel loop: gate width must be 4 * units");
+  if (base.dim_size(0) != d->B || base.dim_size(1) != d->G)
+    return InvalidArgument("pixel loop: base must be [batch, 4 * units]");
+  if (w_rec.dim_size(0) != d->A + d->U || w_rec.dim_size(1) != d->G)
+    return InvalidArgument("pixel loop: recurrent kernel must be [attention + units, 4 * units]");
+  if (d->A > 0) {
+    if (keys.dim_size(0) != d->B || keys.dim_size(2) != d->U || values.dim_size(0) != d->B ||
+        values.dim_size(1) != d->M || mask.dim_size(0) != d->B || mask.dim_size(1) != d->M)
+      return InvalidArgument("pixel loop: keys [B, M, units], values [B, M, V], mask [B, M]");
+    if (w_c.dim_size(0) != d->U + d->V)
+      return InvalidArgument("pixel loop: attention kernel must be [units + V, attention]");
+    if (d->M == 0 || d->M > 256)
+      return InvalidArgument("pixel loop: attention over 1 to 256 words");
+  }
+  const int* id = ids.flat<int>().data();
+  for (int64_t i = 0; i < ids.NumElements(); ++i)
+    if (id[i] < 0 || id[i] >= d->ROWS)
+      return InvalidArgument("pixel loop: table row id ", id[i], " outside [0, ", d->ROWS, ")");
+  return tensorflow::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+class PixelLoopForwardOp : public OpKernel {
+ public:
+  explicit PixelLoopForwardOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("num_threads", &num_threads_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    Dims d;
+    OP_REQUIRES_OK(ctx, check_dims(ctx, &d));
+    const int B = d.B, T = d.T, G = d.G, U = d.U, A = d.A, M = d.M, V = d.V;
+    Tensor *h_t, *c_t, *gates_t, *alpha_t, *ctx_t, *a_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, U}), &h_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, T, U}), &c_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({B, T, G}), &gates_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({B, T, A ? M : 0}), &alpha_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({B, T, A ? V : 0}), &ctx_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, TensorShape({B, T, A}), &a_t));
+    const float* tables = ctx->input(0).flat<float>().data();
+    const int* ids = ctx->input(1).flat<int>().data();
+    const float* base = ctx->input(2).flat<float>().data();
+    const float* W_rec = ctx->input(3).flat<float>().data();
+    const float* keys = ctx->input(4).flat<float>().data();
+    const float* values = ctx->input(5).flat<float>().data();
+    const float* mask = ctx->input(6).flat<float>().data();
+    const float* W_c = ctx->input(7).flat<float>().data();
+    const int F = d.F;
+    float* H = h_t->flat<float>().data();
+    float* C = c_t->flat<float>().data();
+    float* GATES = gates_t->flat<float>().data();
+    float* ALPHA = alpha_t->flat<float>().data();
+    float* CTX = ctx_t->flat<float>().data();
+    float* ATT = a_t->flat<float>().data();
+    const int S = A + U;  // recurrent input [a ; h]
+
+    parallel_slices(B, thread_count(num_threads_), [&](int b0, int b1) {
+      const int R = b1 - b0;
+      std::vector<float> s(R * S, 0.f), z(R * G), c(R * U, 0.f), hc(R * (U + V)), tc(R * U);
+      for (int j = 0; j < T; ++j) {
+        // z = X_j + [a_{j-1} ; h_{j-1}] W_rec,  X_j = base + sum_f tables[ids_jf]
+        for (int r = 0; r < R; ++r) {
+          float* zr = &z[r * G];
+          std::memcpy(zr, base + (size_t)(b0 + r) * G, G * sizeof(float));
+          const int* id = ids + ((size_t)(b0 + r) * T + j) * F;
+          for (int f = 0; f < F; ++f) {
+            const float* row = tables + (size_t)id[f] * G;
+            for (int k = 0; k < G; ++k) zr[k] += row[k];
+          }
+        }
+        gemm(R, S, G, s.data(), S, W_rec, z.data(), G, true);
+        // Gates: sigmoid(x) = (1 + tanh(x / 2)) / 2 keeps every transcendental vectorised.
+        for (int r = 0; r < R; ++r) {
+          float* zr = &z[r * G];
+          for (int k = 0; k < G; ++k)
+            if (k < 2 * U || k >= 3 * U) zr[k] *= 0.5f;
+        }
+        tanh_inplace(z.data(), R * G);
+        for (int r = 0; r < R; ++r) {
+          float* zr = &z[r * G];
+          for (int k = 0; k < G; ++k)
+            if (k < 2 * U || k >= 3 * U) zr[k] = 0.5f * zr[k] + 0.5f;
+          float* cr = &c[r * U];
+          float* tr = &tc[r * U];
+          for (int u = 0; u < U; ++u) {
+            cr[u] = zr[U + u] * cr[u] + zr[u] * zr[2 * U + u];
+            tr[u] = cr[u];
+          }
+        }
+        tanh_inplace(tc.data(), R * U);
+        for (int r = 0; r < R; ++r) {
+          const size_t row = (size_t)(b0 + r) * T + j;
+          const float* zr = &z[r * G];
+          float* h = &s[r * S + A];  // h_j becomes the next step's recurrent input
+          for (int u = 0; u < U; ++u) h[u] = zr[3 * U + u] * tc[r * U + u];
+          std::memcpy(H + row * U, h, U * sizeof(float));
+          std::memcpy(C + row * U, &c[r * U], U * sizeof(float));
+          std::memcpy(GATES + row * G, zr, G * sizeof(float));
+        }
+        if (!A) continue;
+        for (int r = 0; r < R; ++r) {
+          const int b = b0 + r;
+          const size_t row = (size_t)b * T + j;
+          const float* h = &s[r * S + A];
+          float* alpha = ALPHA + row * M;
+          float top = -INFINITY;
+          for (int m = 0; m < M; ++m) {  // eq. 9
+            if (mask[b * M + m] > 0.f) {
+              const float* key = keys + ((size_t)b * M + m) * U;
+              float e = 0.f;
+              for (int u = 0; u < U; ++u) e += h[u] * key[u];
+              alpha[m] = e;
+              top = std::max(top, e);
+            } else {
+              alpha[m] = -INFINITY;
+            }
+          }
+          float total = 0.f;  // eq. 8
+          for (int m = 0; m < M; ++m) {
+            alpha[m] = mask[b * M + m] > 0.f ? std::exp(alpha[m] - top) : 0.f;
+            total += alpha[m];
+          }
+          for (int m = 0; m < M; ++m) alpha[m] /= total;
+          float* hcr = &hc[r * (U + V)];  // [h_j ; ctx_j]
+          std::memcpy(hcr, h, U * sizeof(float));
+          float* context = hcr + U;  // eq. 7
+          std::fill(context, context + V, 0.f);
+          for (int m = 0; m < M; ++m) {
+            const float w = alpha[m];
+            if (w == 0.f) continue;
+            const float* value = values + ((size_t)b * M + m) * V;
+            for (int v = 0; v < V; ++v) context[v] += w * value[v];
+          }
+          std::memcpy(CTX + row * V, context, V * sizeof(float));
+        }
+        // a_j = tanh([h_j ; ctx_j] W_c), written straight into the next recurrent input.
+        for (int r = 0; r < R; ++r) std::fill(&s[r * S], &s[r * S] + A, 0.f);
+        gemm(R, U + V, A, hc.data(), U + V, W_c, s.data(), S, false);
+        for (int r = 0; r < R; ++r) {
+          tanh_inplace(&s[r * S], A);
+          std::memcpy(ATT + ((size_t)(b0 + r) * T + j) * A, &s[r * S], A * sizeof(float));
+        }
+      }
+    });
+  }
+
+ private:
+  int num_threads_;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+class PixelLoopBackwardOp : public OpKernel {
+ public:
+  explicit PixelLoopBackwardOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("num_threads", &num_threads_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    Dims d;
+    OP_REQUIRES_OK(ctx, check_dims(ctx, &d));
+    const int B = d.B, T = d.T, G = d.G, U = d.U, A = d.A, M = d.M, V = d.V;
+    // Inputs 8..: saved forward outputs h, c, gates, alpha, ctx, a; then d h, d a.
+    const int* ids = ctx->input(1).flat<int>().data();
+    const float* W_rec = ctx->input(3).flat<float>().data();
+    const float* keys = ctx->input(4).flat<float>().data();
+    const float* values = ctx->input(5).flat<float>().data();
+    const float* W_c = ctx->input(7).flat<float>().data();
+    const float* H = ctx->input(8).flat<float>().data();
+    const float* C = ctx->input(9).flat<float>().data();
+    const float* GATES = ctx->input(10).flat<float>().data();
+    const float* ALPHA = ctx->input(11).flat<float>().data();
+    const float* ATT = ctx->input(13).flat<float>().data();
+    const float* dH_out = ctx->input(14).flat<float>().data();
+    const float* dA_out = ctx->input(15).flat<float>().data();
+    OP_REQUIRES(ctx, ctx->input(14).NumElements() == (int64_t)B * T * U &&
+                         ctx->input(15).NumElements() == (int64_t)B * T * A,
+                InvalidArgument("pixel loop backward: gradient shapes"));
+    Tensor *dx_t, *dtables_t, *dbase_t, *dkeys_t, *dvalues_t, *dpre_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, G}), &dx_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(0).shape(), &dtables_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &dbase_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, ctx->input(4).shape(), &dkeys_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, ctx->input(5).shape(), &dvalues_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, TensorShape({B, T, A}), &dpre_t));
+    float* dX = dx_t->flat<float>().data();
+    float* dTABLES = dtables_t->flat<float>().data();
+    float* dBASE = dbase_t->flat<float>().data();
+    float* dKEYS = dkeys_t->flat<float>().data();
+    float* dVALUES = dvalues_t->flat<float>().data();
+    float* dPRE = dpre_t->flat<float>().data();
+    std::fill(dKEYS, dKEYS + dkeys_t->NumElements(), 0.f);
+    std::fill(dVALUES, dVALUES + dvalues_t->NumElements(), 0.f);
+    std::fill(dBASE, dBASE + dbase_t->NumElements(), 0.f);
+    const int F = d.F;
+    const size_t table_size = (size_t)d.ROWS * G;
+    const int threads = std::max(1, std::min(thread_count(num_threads_), B));
+    // Each thread sums its own table gradient (rows are shared across the batch); added up after.
+    std::vector<std::vector<float>> dtables(threads, std::vector<float>(table_size, 0.f));
+    const int per_thread = (B + threads - 1) / threads;
+    const int S = A + U;
+    // Transposed weights, so that the backward products stream rows too.
+    std::vector<float> W_rec_T((size_t)G * S), W_c_T((size_t)A * (U + V));
+    transpose(W_rec, S, G, W_rec_T.data());
+    if (A) transpose(W_c, U + V, A, W_c_T.data());
+
+    parallel_slices(B, threads, [&](int b0, int b1) {
+      const int R = b1 - b0;
+      float* dtable = dtables[b0 / per_thread].data();
+      std::vector<float> ds(R * S, 0.f), dc_next(R * U, 0.f), dpre(R * A), dhc(R * (U + V)),
+          dz(R * G), tc(R * U);
+      for (int j = T - 1; j >= 0; --j) {
+        // ds holds d/d[a_j ; h_j] from step j + 1; add what the outputs receive.
+        for (int r = 0; r < R; ++r) {
+          const size_t row = (size_t)(b0 + r) * T + j;
+          for (int k = 0; k < A; ++k) ds[r * S + k] += dA_out[row * A + k];
+          for (int u = 0; u < U; ++u) ds[r * S + A + u] += dH_out[row * U + u];
+        }
+        if (A) {
+          for (int r = 0; r < R; ++r) {
+            const size_t row = (size_t)(b0 + r) * T + j;
+            const float* a = ATT + row * A;
+            for (int k = 0; k < A; ++k) dpre[r * A + k] = ds[r * S + k] * (1.f - a[k] * a[k]);
+            std::memcpy(dPRE + row * A, &dpre[r * A], A * sizeof(float));
+          }
+          gemm(R, A, U + V, dpre.data(), A, W_c_T.data(), dhc.data(), U + V, false);
+          for (int r = 0; r < R; ++r) {
+            const int b = b0 + r;
+            const size_t row = (size_t)b * T + j;
+            const float* alpha = ALPHA + row * M;
+            const float* h = H + row * U;
+            const float* dctx = &dhc[r * (U + V) + U];
+            float* dh = &dhc[r * (U + V)];
+            float dalpha[256];
+            float weighted = 0.f;
+            for (int m = 0; m < M; ++m) {
+              dalpha[m] = 0.f;
+              if (alpha[m] == 0.f) continue;
+              const float* value = values + ((size_t)b * M + m) * V;
+              float* dvalue = dVALUES + ((size_t)b * M + m) * V;
+              float dot = 0.f;
+              for (int v = 0; v < V; ++v) {
+                dot += dctx[v] * value[v];
+                dvalue[v] += alpha[m] * dctx[v];
+              }
+              dalpha[m] = dot;
+              weighted += alpha[m] * dot;
+            }
+            for (int m = 0; m < M; ++m) {
+              if (alpha[m] == 0.f) continue;
+              const float de = alpha[m] * (dalpha[m] - weighted);
+              const float* key = keys + ((size_t)b * M + m) * U;
+              float* dkey = dKEYS + ((size_t)b * M + m) * U;
+              for (int u = 0; u < U; ++u) {
+                dh[u] += de * key[u];
+                dkey[u] += de * h[u];
+              }
+            }
+            for (int u = 0; u < U; ++u) ds[r * S + A + u] += dh[u];
+          }
+        }
+        for (int r = 0; r < R; ++r)
+          std::memcpy(&tc[r * U], C + ((size_t)(b0 + r) * T + j) * U, U * sizeof(float));
+        tanh_inplace(tc.data(), R * U);
+        for (int r = 0; r < R; ++r) {
+          const size_t row = (size_t)(b0 + r) * T + j;
+          const float* gate = GATES + row * G;
+          const float *i = gate, *f = gate + U, *g = gate + 2 * U, *o = gate + 3 * U;
+          const float* c_prev = j ? C + (row - 1) * U : nullptr;
+          const float* dh = &ds[r * S + A];
+          float* dcn = &dc_next[r * U];
+          float* dzr = &dz[r * G];
+          for (int u = 0; u < U; ++u) {
+            const float t = tc[r * U + u];
+            const float dc = dcn[u] + dh[u] * o[u] * (1.f - t * t);
+            dzr[u] = dc * g[u] * i[u] * (1.f - i[u]);
+            dzr[U + u] = c_prev ? dc * c_prev[u] * f[u] * (1.f - f[u]) : 0.f;
+            dzr[2 * U + u] = dc * i[u] * (1.f - g[u] * g[u]);
+            dzr[3 * U + u] = dh[u] * t * o[u] * (1.f - o[u]);
+            dcn[u] = dc * f[u];
+          }
+          std::memcpy(dX + row * G, dzr, G * sizeof(float));
+          float* dbase = dBASE + (size_t)(b0 + r) * G;
+          for (int k = 0; k < G; ++k) dbase[k] += dzr[k];
+          const int* id = ids + row * F;
+          for (int f = 0; f < F; ++f) {
+            float* drow = dtable + (size_t)id[f] * G;
+            for (int k = 0; k < G; ++k) drow[k] += dzr[k];
+          }
+        }
+        // d[a_{j-1} ; h_{j-1}] = dz_j W_rec^T
+        gemm(R, G, S, dz.data(), G, W_rec_T.data(), ds.data(), S, false);
+      }
+    });
+    std::copy(dtables[0].begin(), dtables[0].end(), dTABLES);
+    for (int t = 1; t < threads; ++t)
+      for (size_t i = 0; i < table_size; ++i) dTABLES[i] += dtables[t][i];
+  }
+
+ private:
+  int num_threads_;
+};
+
+REGISTER_OP("Text2pixelPixelLoopForward")
+    .Input("tables: float")
+    .Input("ids: int32")
+    .Input("base: float")
+    .Input("recurrent_kernel: float")
+    .Input("keys: float")
+    .Input("values: float")
+    .Input("memory_mask: float")
+    .Input("attention_kernel: float")
+    .Attr("num_threads: int = 0")
+    .Output("h: float")
+    .Output("c: float")
+    .Output("gates: float")
+    .Output("alpha: float")
+    .Output("context: float")
+    .Output("attention: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      using tensorflow::shape_inference::DimensionHandle;
+      auto tables = c->input(0), ids = c->input(1), keys = c->input(4), values = c->input(5),
+           w_c = c->input(7);
+      DimensionHandle B = c->Dim(ids, 0), T = c->Dim(ids, 1), G = c->Dim(tables, 1), U,
+                      A = c->Dim(w_c, 1);
+      TF_RETURN_IF_ERROR(c->Divide(G, 4, true, &U));
+      c->set_output(0, c->MakeShape({B, T, U}));
+      c->set_output(1, c->MakeShape({B, T, U}));
+      c->set_output(2, c->MakeShape({B, T, G}));
+      const bool no_attention = c->ValueKnown(A) && c->Value(A) == 0;
+      c->set_output(3, c->MakeShape({B, T, no_attention ? c->MakeDim(0) : c->Dim(keys, 1)}));
+      c->set_output(4, c->MakeShape({B, T, no_attention ? c->MakeDim(0) : c->Dim(values, 2)}));
+      c->set_output(5, c->MakeShape({B, T, A}));
+      return tensorflow::OkStatus();
+    });
+
+REGISTER_OP("Text2pixelPixelLoopBackward")
+    .Input("tables: float")
+    .Input("ids: int32")
+    .Input("base: float")
+    .Input("recurrent_kernel: float")
+    .Input("keys: float")
+    .Input("values: float")
+    .Input("memory_mask: float")
+    .Input("attention_kernel: float")
+    .Input("h: float")
+    .Input("c: float")
+    .Input("gates: float")
+    .Input("alpha: float")
+    .Input("context: float")
+    .Input("attention: float")
+    .Input("grad_h: float")
+    .Input("grad_attention: float")
+    .Attr("num_threads: int = 0")
+    .Output("grad_input_part: float")
+    .Output("grad_tables: float")
+    .Output("grad_base: float")
+    .Output("grad_keys: float")
+    .Output("grad_values: float")
+    .Output("grad_attention_preactivation: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      auto ids = c->input(1), tables = c->input(0);
+      c->set_output(0, c->MakeShape({c->Dim(ids, 0), c->Dim(ids, 1), c->Dim(tables, 1)}));
+      c->set_output(1, c->input(0));
+      c->set_output(2, c->input(2));
+      c->set_output(3, c->input(4));
+      c->set_output(4, c->input(5));
+      c->set_output(5, c->input(13));
+      return tensorflow::OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("Text2pixelPixelLoopForward").Device(tensorflow::DEVICE_CPU),
+                        PixelLoopForwardOp);
+REGISTER_KERNEL_BUILDER(Name("Text2pixelPixelLoopBackward").Device(tensorflow::DEVICE_CPU),
+                        PixelLoopBackwardOp);
+
+}  // namespace text2pixel
