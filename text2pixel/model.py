@@ -405,6 +405,9 @@ class AlignPixelRNN(tf.keras.Model):
     self.pixel_embedding.build((None,))  # teacher forcing reads its matrix
     context_dim = 2 * c.encoder_units if c.conditioning == "mean" else 0
     attention_dim = c.attention_units if c.conditioning == "attention" else 0
+    if c.pixel_loop == "fused":
+      from text2pixel import kernels
+      kernels.ops()  # compiled (once per machine) and loaded here, not inside a traced function
     self.pixel_cell = PixelLSTMCell(c.decoder_units, c.image_side, c.pixel_embedding_dim,
                                     attention_dim, c.position_embedding_dim, c.above_context,
                                     context_dim, name="pixel_lstm")
