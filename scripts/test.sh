@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/install_chromium.sh  # the demo's browser test
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONWARNINGS=ignore
 exec .venv/bin/python -m pytest tests "$@"
