@@ -60,13 +60,15 @@ def main(argv):
   source = FLAGS.run_dir or FLAGS.saved_model or shipped_export()
   from text2pixel import demo, generation
   print(f"text2pixel-demo: loading {source}", flush=True)
-  generator = generation.Generator.open(source, beam_width=FLAGS.beam_width)
+  # Each flag opens its own kind, so a wrong path gets the message for what was meant.
+  generator = generation.CheckpointGenerator(source, FLAGS.beam_width) if FLAGS.run_dir else \
+      generation.SavedModelGenerator(source)
   model = demo.DemoModel(generator, source, FLAGS.judge)
   page = demo.build_app(model)
   try:
     url = demo.serve(page, FLAGS.port)
-  except OSError as error:  # Gradio's "Cannot find empty port"
-    fail(f"cannot serve on 127.0.0.1:{FLAGS.port} ({' '.join(str(error).split())}); "
+  except OSError:  # Gradio's "Cannot find empty port", or a port this user may not open
+    fail(f"cannot serve on 127.0.0.1:{FLAGS.port}: the port is in use or not allowed; "
          "choose another --port, or --port 0 for a free one")
   print(f"text2pixel-demo: serving {source} at {url} (Ctrl-C stops)", flush=True)
   try:
