@@ -324,7 +324,7 @@ def build_app(model: DemoModel):
     status = gr.Markdown(elem_id="status")
     with gr.Row():
       with gr.Column(scale=3):
-        gallery = gr.Gallery(label="Samples (click one for its attention picture)", columns=4,
+        gallery = gr.Gallery(label="Samples", show_label=False, columns=4,
                              height=380, format="png", elem_id="samples",
                              elem_classes=["pixelated"], allow_preview=False)
       with gr.Column(scale=2):
@@ -333,7 +333,8 @@ def build_app(model: DemoModel):
         table = gr.Dataframe(headers=headers, interactive=False, label="Per sample",
                              elem_id="scores")
     attends = model.generator.attends
-    choice = gr.Radio([], label="Attention picture of sample", elem_id="choice", visible=attends)
+    choice = gr.Radio([], label="Attention picture of sample (or click a sample)",
+                      elem_id="choice", visible=attends)
     attention = gr.Image(label="Attention: the image, then per word the pixels that listened "
                                "to it (bright = attended)", type="pil", format="png",
                          elem_id="attention", elem_classes=["pixelated"], interactive=False,
