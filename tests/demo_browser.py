@@ -103,6 +103,13 @@ def wait_for_status(page, text: str) -> str:
   return status.inner_text()
 
 
+def wait_for_pictures(page) -> None:
+  """Waits until every sample and the attention picture have loaded (for a whole screenshot)."""
+  page.wait_for_function(
+      "() => [...document.querySelectorAll('#samples img, #attention img')]"
+      ".every(i => i.complete && i.naturalWidth > 0)", timeout=GENERATION_LIMIT_S * 1000)
+
+
 def sample_images(page):
   return page.locator("#samples img")
 
@@ -146,6 +153,7 @@ def main(argv: Sequence[str]) -> int:
       page = open_page(browser, demo.url)
       submit(page, args.caption, args.method, args.num_samples, args.seed)
       print(wait_for_status(page, args.caption))
+      wait_for_pictures(page)
       os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
       page.screenshot(path=args.out, full_page=True)
       browser.close()
