@@ -323,20 +323,22 @@ def build_app(model: DemoModel):
         run = gr.Button("Generate", variant="primary", elem_id="generate")
     status = gr.Markdown(elem_id="status")
     with gr.Row():
-      with gr.Column(scale=3):
+      with gr.Column(scale=1):
         gallery = gr.Gallery(label="Samples", show_label=False, columns=4,
                              height=380, format="png", elem_id="samples",
                              elem_classes=["pixelated"], allow_preview=False)
-      with gr.Column(scale=2):
-        headers = ["sample", "log p(image | caption), nats", "bits/dim"] + \
-            (["judge"] if judged else [])
-        table = gr.Dataframe(headers=headers, interactive=False, label="Per sample",
+      with gr.Column(scale=1):
+        headers = ["sample", "log p, nats", "bits/dim"] + (["digit judge"] if judged else [])
+        table = gr.Dataframe(headers=headers, interactive=False, wrap=True, max_height=640,
+                             label="Per sample: log p(image | caption), the same in bits per "
+                                   "pixel" + (", the judge's verdict" if judged else ""),
+                             column_widths=["12%", "20%", "16%", "52%"] if judged else None,
                              elem_id="scores")
     attends = model.generator.attends
-    choice = gr.Radio([], label="Attention picture of sample (or click a sample)",
+    choice = gr.Radio([], label="Attention picture of sample (or click a sample): the image, "
+                                "then per word the pixels that listened to it (bright = attended)",
                       elem_id="choice", visible=attends)
-    attention = gr.Image(label="Attention: the image, then per word the pixels that listened "
-                               "to it (bright = attended)", type="pil", format="png",
+    attention = gr.Image(label="Attention", show_label=False, type="pil", format="png",
                          elem_id="attention", elem_classes=["pixelated"], interactive=False,
                          visible=attends)
     state = gr.State(None)
@@ -357,9 +359,9 @@ def build_app(model: DemoModel):
 
 
 def _label(index: int, result: Result) -> str:
-  verdict = result.verdicts[index]
-  return f"#{index + 1}  {float(result.log_prob[index]):.1f} nats" + \
-      (f"  {verdict}" if verdict else "")
+  """Under a sample: its number, log-likelihood and the judge's mark (the table has the rest)."""
+  mark = next((m for m in ("✓", "✗") if m in result.verdicts[index]), "")
+  return f"#{index + 1}  {float(result.log_prob[index]):.1f} nats  {mark}".rstrip()
 
 
 def free_port() -> int:
