@@ -351,7 +351,9 @@ def build_app(model: DemoModel):
     # always_last: a click while a generation runs is run after it, not dropped.
     for trigger in (run.click, caption.submit):
       trigger(generate, inputs, outputs, trigger_mode="always_last", api_name=False)
-    choice.change(choose, [state, choice], attention, show_progress="hidden", api_name=False)
+    # Pictures of results already made: no need to wait behind another tab's generation.
+    choice.change(choose, [state, choice], attention, show_progress="hidden", api_name=False,
+                  concurrency_limit=None)
     gallery.select(picked, None, choice, queue=False, api_name=False)
   # One generation at a time (the CPU is the limit); the rest wait in the queue, in order.
   app.queue(default_concurrency_limit=1)
