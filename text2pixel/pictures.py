@@ -121,3 +121,46 @@ def to_summary_image(picture: Image.Image) -> np.ndarray:
   array = np.asarray(picture.convert("RGB"), np.uint8)
   return array[None]
 
+
+
+def line_chart(panels: Sequence[dict], width: int = 900, panel_height: int = 220) -> Image.Image:
+  """Stacked line charts, one per panel: {"title", "x_label", "series": {name: (xs, ys)}}.
+
+  Enough for a learning curve without a plotting library: linear axes from the data's range, the
+  ends of each axis labelled, one grey level and dash per series with a legend line.
+  """
+  shades = [0, 110, 170]
+  margin_left, margin_right, margin_top, margin_bottom = 70, 20, 22, 30
+  out = Image.new("L", (width, panel_height * len(panels)), 255)
+  draw = ImageDraw.Draw(out)
+  for p, panel in enumerate(panels):
+    top = p * panel_height
+    x0, x1 = margin_left, width - margin_right
+    y0, y1 = top + margin_top, top + panel_height - margin_bottom
+    points = [(x, y) for xs, ys in panel["series"].values() for x, y in zip(xs, ys)
+              if np.isfinite(y)]
+    draw.text((x0, top + 4), panel["title"], fill=0, font=_FONT)
+    draw.rectangle([x0, y0, x1, y1], outline=0)
+    if not points:
+      continue
+    lo_x, hi_x = min(x for x, _ in points), max(x for x, _ in points)
+    lo_y, hi_y = min(y for _, y in points), max(y for _, y in points)
+    hi_x, hi_y = (hi_x if hi_x > lo_x else lo_x + 1), (hi_y if hi_y > lo_y else lo_y + 1)
+    to_px = lambda x, y: (x0 + (x - lo_x) / (hi_x - lo_x) * (x1 - x0),
+                          y1 - (y - lo_y) / (hi_y - lo_y) * (y1 - y0))
+    draw.text((4, y0), f"{hi_y:.3g}", fill=0, font=_FONT)
+    draw.text((4, y1 - 10), f"{lo_y:.3g}", fill=0, font=_FONT)
+    draw.text((x0, y1 + 4), f"{lo_x:,.0f}", fill=0, font=_FONT)
+    label = f"{hi_x:,.0f}  {panel.get('x_label', '')}"
+    draw.text((x1 - 6 * len(label), y1 + 4), label, fill=0, font=_FONT)
+    for s, (name, (xs, ys)) in enumerate(panel["series"].items()):
+      shade = shades[s % len(shades)]
+      line = [to_px(x, y) for x, y in zip(xs, ys) if np.isfinite(y)]
+      if len(line) > 1:
+        draw.line(line, fill=shade, width=2 if s == 0 else 1)
+      for x, y in line:
+        draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=shade)
+      legend_y = y0 + 4 + 12 * s
+      draw.line([x0 + 8, legend_y + 6, x0 + 28, legend_y + 6], fill=shade, width=2)
+      draw.text((x0 + 32, legend_y), name, fill=0, font=_FONT)
+  return out

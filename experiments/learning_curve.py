@@ -1,0 +1,118 @@
+"""The learning curve of a training run: digit-judge accuracy, caption gain and bits/dim by step.
+
+  .venv/bin/python experiments/learning_curve.py --run_dir workspace/runs/long_cpu_small \
+      --data_dir workspace/data/mnist_captions --num_captions 100 --num_samples 4
+
+For every checkpoint the run kept (``--keep_checkpoints`` large and ``--checkpoint_every`` set the
+resolution), samples ``num_samples`` images at temperature 1 for the first ``num_captions``
+validation captions and as many held-out captions, with a fixed seed, and scores them with the
+project's digit judge. Bits/dim and caption gain come from the run's own validation summaries
+(TensorBoard), the hours from the checkpointed training time. Writes ``learning_curve.json``
+(one row per checkpoint; a rerun judges only new checkpoints) and ``learning_curve.png`` into the
+run directory.
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def validation_scalars(run_dir: str):
+  """{tag: {step: value}} from the run's validation event files."""
+  import tensorflow as tf
+  out = {}
+  for path in sorted(glob.glob(os.path.join(run_dir, "validation", "events.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        out.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+  return out
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--run_dir", required=True)
+  parser.add_argument("--data_dir", default="workspace/data/mnist_captions")
+  parser.add_argument("--num_captions", type=int, default=100)
+  parser.add_argument("--num_samples", type=int, default=4)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--every", type=int, default=1, help="judge every k-th kept checkpoint")
+  args = parser.parse_args()
+
+  from text2pixel.binaries.common import configure_threads
+  configure_threads(1, 0)
+  import numpy as np
+  import tensorflow as tf
+  from text2pixel import config as config_lib, judge as judge_lib, model as model_lib, pictures
+  from text2pixel import sampling, tfrecords
+  from text2pixel.text import Vocabulary
+
+  config = config_lib.load(os.path.join(args.run_dir, "config.json"))
+  vocab = Vocabulary.load(os.path.join(args.run_dir, "vocab.json"))
+  model = model_lib.build(config, len(vocab))
+  step_var = tf.Variable(0, dtype=tf.int64)
+  seconds_var = tf.Variable(0.0, dtype=tf.float64)
+  state = tf.train.get_checkpoint_state(os.path.join(args.run_dir, "checkpoints"))
+  if state is None:
+    sys.exit(f"{args.run_dir} has no checkpoints")
+  paths = list(state.all_model_checkpoint_paths)[::-1][::args.every][::-1]
+  judge = judge_lib.load_or_train_judge(num_threads=0, log=print)
+  generate = sampling.make_generate_fn(model, "sample", num_samples=args.num_samples)
+  splits = {name: tfrecords.load_split(args.data_dir, name, config.image_side,
+                                       limit=args.num_captions)
+            for name in ("validation", "heldout")}
+
+  out_json = os.path.join(args.run_dir, "learning_curve.json")
+  rows = {}
+  if os.path.exists(out_json):
+    rows = {row["checkpoint"]: row for row in json.load(open(out_json))}
+  for path in paths:
+    name = os.path.basename(path)
+    if name in rows:
+      continue
+    tf.train.Checkpoint(model=model, step=step_var, train_seconds=seconds_var).restore(
+        path).expect_partial()
+    row = {"checkpoint": name, "step": int(step_var.numpy()),
+           "hours": float(seconds_var.numpy()) / 3600}
+    for split, data in splits.items():
+      ids = tfrecords.pad_ids(list(data["caption_ids"]), config.max_caption_len)
+      lengths = np.array([len(x) for x in data["caption_ids"]], np.int32)
+      images = generate(tf.constant(ids), tf.constant(lengths), tf.constant(1.0),
+                        tf.constant(args.seed))["images"].numpy()
+      count = len(ids)
+      relations = np.repeat(data["relation"], args.num_samples)
+      digits = [d for d in data["digits"] for _ in range(args.num_samples)]
+      row[f"judge_{split}"] = judge_lib.judge_accuracy(
+          judge, images.reshape(-1, *images.shape[2:]), relations, digits)["accuracy"]
+      row[f"judged_{split}"] = count * args.num_samples
+    rows[name] = row
+    print(json.dumps(row), flush=True)
+    with open(out_json, "w") as f:
+      json.dump(sorted(rows.values(), key=lambda r: r["step"]), f, indent=1)
+
+  ordered = sorted(rows.values(), key=lambda r: r["step"])
+  scalars = validation_scalars(args.run_dir)
+  steps = [r["step"] for r in ordered]
+  hours = ordered[-1]["hours"] if ordered else 0
+  at = lambda tag: ([s for s in sorted(scalars.get(tag, {}))],
+                    [scalars[tag][s] for s in sorted(scalars.get(tag, {}))])
+  picture = pictures.line_chart([
+      {"title": f"digit judge: fraction of samples right ({args.num_captions} captions x "
+                f"{args.num_samples} samples each)", "x_label": f"steps ({hours:.1f} h)",
+       "series": {"validation captions": (steps, [r["judge_validation"] for r in ordered]),
+                  "held-out combinations": (steps, [r["judge_heldout"] for r in ordered])}},
+      {"title": "caption gain, bits per image (validation)", "x_label": "steps",
+       "series": {"caption gain": at("caption_gain_bits_per_image")}},
+      {"title": "bits/dim (validation)", "x_label": "steps",
+       "series": {"bits/dim": at("bits_per_dim")}},
+  ])
+  path = pictures.save(picture, os.path.join(args.run_dir, "learning_curve.png"))
+  print(f"wrote {out_json} and {path}")
+
+
+if __name__ == "__main__":
+  main()
