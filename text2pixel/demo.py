@@ -118,17 +118,22 @@ def judge_verdicts(judge, caption: MnistCaption, images: np.ndarray) -> List[str
   return out
 
 
-def _judge_at_hand() -> bool:
-  """Whether load_or_train_judge() would load a judge (in a second) rather than train one."""
+def trained_judge_dir() -> Optional[str]:
+  """Where load_or_train_judge() finds a judge trained with the default settings (the one
+  shipped with the package, else one cached in workspace/judge): loading it takes a second,
+  training one minutes. None if there is none."""
   from text2pixel import judge as judge_lib
-  info_path = os.path.join(judge_lib.DEFAULT_CACHE_DIR, judge_lib.INFO_FILE)
-  try:
-    with open(info_path, encoding="utf-8") as f:
-      settings = json.load(f).get("settings")
-  except (OSError, ValueError):
-    return False
-  return settings == judge_lib.JudgeSettings().to_dict() and os.path.exists(
-      os.path.join(judge_lib.DEFAULT_CACHE_DIR, judge_lib.WEIGHTS_FILE))
+  wanted = judge_lib.JudgeSettings().to_dict()
+  # SHIPPED_DIR: the judge committed with the package (judge.py, where it has one).
+  for directory in (getattr(judge_lib, "SHIPPED_DIR", ""), judge_lib.DEFAULT_CACHE_DIR):
+    try:
+      with open(os.path.join(directory, judge_lib.INFO_FILE), encoding="utf-8") as f:
+        settings = json.load(f).get("settings")
+    except (OSError, ValueError):
+      continue
+    if settings == wanted and os.path.exists(os.path.join(directory, judge_lib.WEIGHTS_FILE)):
+      return directory
+  return None
 
 
 # --- the model side of the page -----------------------------------------------------------------
@@ -176,9 +181,9 @@ class DemoModel:
     if side != judge_lib.SIDE:
       return None, (f"No digit judge: it reads {judge_lib.SIDE}x{judge_lib.SIDE} images and "
                     f"this model draws {side}x{side}.")
-    if mode == "auto" and not _judge_at_hand():
-      return None, (f"No digit judge: none is trained at {judge_lib.DEFAULT_CACHE_DIR} (start "
-                    "with --judge on to train it once, ~4 minutes).")
+    if mode == "auto" and trained_judge_dir() is None:
+      return None, ("No digit judge: none shipped or cached (start with --judge on to train "
+                    f"it once into {judge_lib.DEFAULT_CACHE_DIR}, ~4 minutes).")
     return judge_lib.load_or_train_judge(log=log), \
         "The digit judge checks each sample: are the named digits in their places?"
 
