@@ -1,0 +1,52 @@
+"""Copies a training run's latest weights, without optimizer state, into a small run folder.
+
+  .venv/bin/python experiments/snapshot_weights.py --run_dir workspace/runs/long_cpu_small \
+      --out_dir pretrained/long_cpu_small
+
+Why: runs live in git-ignored workspace/, and a session's machine is not kept, so a training run
+that needs more hours than one session has can only be carried on through the repository. The
+folder written is itself a run directory (config.json, vocab.json, checkpoints/ with the model's
+weights only, train_result.json and the learning curve if the run has them), so every binary takes
+it as ``--run_dir`` (sample, evaluate, export, demo), and training continues from its weights with
+a fresh optimizer.
+"""
+
+import argparse
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--run_dir", required=True)
+  parser.add_argument("--out_dir", required=True)
+  args = parser.parse_args()
+
+  import tensorflow as tf
+  from text2pixel import training
+  config, vocab, model = training.load_run(args.run_dir)
+  latest = tf.train.latest_checkpoint(os.path.join(args.run_dir, "checkpoints"))
+  step, seconds = tf.Variable(0, dtype=tf.int64), tf.Variable(0.0, dtype=tf.float64)
+  tf.train.Checkpoint(step=step, train_seconds=seconds).restore(latest).expect_partial()
+  if os.path.exists(args.out_dir):
+    shutil.rmtree(os.path.join(args.out_dir, "checkpoints"), ignore_errors=True)
+  os.makedirs(os.path.join(args.out_dir, "checkpoints"), exist_ok=True)
+  checkpoint = tf.train.Checkpoint(model=model, step=step, train_seconds=seconds)
+  manager = tf.train.CheckpointManager(checkpoint, os.path.join(args.out_dir, "checkpoints"), 1)
+  path = manager.save(checkpoint_number=int(step.numpy()))
+  for name in ("config.json", "vocab.json", "train_result.json", "learning_curve.json",
+               "learning_curve.png"):
+    if os.path.exists(os.path.join(args.run_dir, name)):
+      shutil.copy(os.path.join(args.run_dir, name), os.path.join(args.out_dir, name))
+  size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(args.out_dir)
+             for f in files)
+  print(f"{path}: step {int(step.numpy())}, {float(seconds.numpy()) / 3600:.2f} h of training; "
+        f"{args.out_dir} holds {size / 2 ** 20:.1f} MiB")
+
+
+if __name__ == "__main__":
+  main()
