@@ -13,7 +13,6 @@ run directory.
 """
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -21,16 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-
-def validation_scalars(run_dir: str):
-  """{tag: {step: value}} from the run's validation event files."""
-  import tensorflow as tf
-  out = {}
-  for path in sorted(glob.glob(os.path.join(run_dir, "validation", "events.*"))):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        out.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
-  return out
+from experiments.cpu_small_sweep import validation_history  # noqa: E402
 
 
 def main():
@@ -95,7 +85,10 @@ def main():
       json.dump(sorted(rows.values(), key=lambda r: r["step"]), f, indent=1)
 
   ordered = sorted(rows.values(), key=lambda r: r["step"])
-  scalars = validation_scalars(args.run_dir)
+  scalars = {}  # {tag: {step: value}}
+  for step, values in validation_history(args.run_dir).items():
+    for tag, value in values.items():
+      scalars.setdefault(tag, {})[step] = value
   steps = [r["step"] for r in ordered]
   hours = ordered[-1]["hours"] if ordered else 0
   at = lambda tag: ([s for s in sorted(scalars.get(tag, {}))],
