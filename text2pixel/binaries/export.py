@@ -3,13 +3,12 @@
   text2pixel-export --run_dir workspace/runs/cpu_small --export_dir workspace/exports/cpu_small
 
 Signatures: sample, greedy, beam, score, metadata (see text2pixel/export.py). The SavedModel
-needs only TensorFlow to load (no tensorflow_addons), as TF Serving requires. --export_dir may be
-new, empty or an earlier export (which is replaced); anything else is refused.
+needs only TensorFlow to load (no tensorflow_addons), as TF Serving requires.
 """
 
 from absl import app, flags
 
-from text2pixel.binaries.common import require, run_main
+from text2pixel.binaries.common import run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", "workspace/runs/cpu_small", "training run (latest checkpoint)")
@@ -17,14 +16,11 @@ flags.DEFINE_string("export_dir", "workspace/exports/cpu_small", "where the Save
 flags.DEFINE_integer("beam_width", 4, "beam width of the 'beam' signature")
 
 
-def check_flags():
-  require(FLAGS.beam_width >= 1, "--beam_width must be >= 1")
-
-
 def main(argv):
   del argv
   from text2pixel import export, training
-  export.check_replaceable(FLAGS.export_dir)  # before the model is loaded: nothing to lose yet
+  if FLAGS.beam_width < 1:
+    raise ValueError("--beam_width must be >= 1")
   config, vocab, model = training.load_run(FLAGS.run_dir)
   path = export.export(model, vocab, config, FLAGS.export_dir, beam_width=FLAGS.beam_width)
   print(f"exported {FLAGS.run_dir} to {path} (signatures: sample, greedy, beam, score, metadata)")
@@ -32,7 +28,7 @@ def main(argv):
 
 
 def run():
-  app.run(lambda argv: run_main(main, argv, check_flags))
+  app.run(lambda argv: run_main(main, argv))
 
 
 if __name__ == "__main__":
