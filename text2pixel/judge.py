@@ -28,7 +28,11 @@ What "correct" means for an image (``judge_samples``):
     failed for it.
 Nothing else is checked (stroke quality, blur or style count only through the classifier).
 
-Train once (1 CPU thread, ~4 minutes): ``python -m text2pixel.judge --cache_dir workspace/judge``.
+The trained judge ships with the package (``text2pixel/judge_weights/``: judge.weights.h5, about
+0.8 MB, and judge.json with its measured accuracy), so nothing trains on first use;
+:func:`load_or_train_judge` trains one (1 CPU thread, ~4 minutes) into its cache directory only
+if the shipped files are missing or other settings are asked for. To retrain the shipped judge,
+delete that folder and run ``python -m text2pixel.judge --cache_dir text2pixel/judge_weights``.
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from datasets import mnist_captions
+from text2pixel.errors import JudgeError
 
 DEFAULT_CACHE_DIR = os.path.join("workspace", "judge")
+# Trained once with JudgeSettings() and committed: the judge every user gets without training.
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "judge_weights")
 WEIGHTS_FILE = "judge.weights.h5"
 INFO_FILE = "judge.json"
 SIDE = mnist_captions.SIDE          # 32: the stored image side
@@ -53,10 +60,6 @@ NUM_CLASSES = 10
 MIN_ACCURACY = 0.99
 
 Region = Tuple[int, int, int, int]  # (row0, col0, row1, col1) on the 32x32 image, ends exclusive
-
-
-class JudgeError(RuntimeError):
-  """The judge could not be trained, loaded, or does not meet its accuracy bar."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,7 +277,8 @@ def load_or_train_judge(cache_dir: str = DEFAULT_CACHE_DIR,
                         min_accuracy: float = MIN_ACCURACY, num_threads: int = 1,
                         mnist_arrays: Optional[Dict[str, np.ndarray]] = None,
                         log: Callable[[str], None] = print) -> Judge:
-  """The cached judge in cache_dir if it was trained with ``settings``; else trains and caches it.
+  """The judge trained with ``settings``: the shipped one (SHIPPED_DIR) if it was trained with
+  them, else the one cached in cache_dir, else a new one trained and cached there.
 
   Raises JudgeError if its measured test accuracy is below min_accuracy (the default settings
   reach >= 99%; pass a lower bar only for reduced test budgets).
@@ -282,17 +286,11 @@ def load_or_train_judge(cache_dir: str = DEFAULT_CACHE_DIR,
   settings = settings or JudgeSettings()
   weights_path = os.path.join(cache_dir, WEIGHTS_FILE)
   info_path = os.path.join(cache_dir, INFO_FILE)
-  judge = None
-  if os.path.exists(weights_path) and os.path.exists(info_path):
-    with open(info_path, encoding="utf-8") as f:
-      info = json.load(f)
-    if info.get("settings") == settings.to_dict():
-      model = build_model()
-      model.load_weights(weights_path)
-      judge = Judge(model, info)
-      log(f"judge: loaded from {cache_dir} (test accuracy {info['test_accuracy']:.4f})")
-    else:
-      log(f"judge: {cache_dir} holds a judge trained with other settings; training a new one")
+  judge = _load_judge(SHIPPED_DIR, settings, log)
+  if judge is not None:
+    cache_dir = SHIPPED_DIR
+  else:
+    judge = _load_judge(cache_dir, settings, log)
   if judge is None:
     limit_threads(num_threads, log)
     if mnist_arrays is None:
@@ -302,7 +300,10 @@ def load_or_train_judge(cache_dir: str = DEFAULT_CACHE_DIR,
     os.makedirs(cache_dir, exist_ok=True)
     # Weights first, JSON last (both atomically): a cache with a JSON is complete.
     tmp_weights = os.path.join(cache_dir, "judge.tmp.weights.h5")
-    judge.model.save_weights(tmp_weights)
+    # From an uncompiled copy: the trained model's file would also hold Adam's slots (3x size).
+    weights_only = build_model()
+    weights_only.set_weights(judge.model.get_weights())
+    weights_only.save_weights(tmp_weights)
     os.replace(tmp_weights, weights_path)
     with open(info_path + ".tmp", "w", encoding="utf-8") as f:
       json.dump(judge.info, f, indent=2, sort_keys=True)
@@ -312,6 +313,28 @@ def load_or_train_judge(cache_dir: str = DEFAULT_CACHE_DIR,
     raise JudgeError(f"the judge in {cache_dir} reaches {judge.info['test_accuracy']:.4f} on MNIST "
                      f"test digit crops, below the required {min_accuracy}")
   return judge
+
+
+def _load_judge(directory: str, settings: JudgeSettings, log: Callable[[str], None]
+                ) -> Optional[Judge]:
+  """The judge saved in ``directory`` if it was trained with ``settings``, else None."""
+  weights_path = os.path.join(directory, WEIGHTS_FILE)
+  info_path = os.path.join(directory, INFO_FILE)
+  if not (os.path.exists(weights_path) and os.path.exists(info_path)):
+    return None
+  try:
+    with open(info_path, encoding="utf-8") as f:
+      info = json.load(f)
+  except (OSError, ValueError) as error:
+    raise JudgeError(f"cannot read {info_path} ({error}); delete {directory} to retrain") from None
+  if info.get("settings") != settings.to_dict():
+    if directory != SHIPPED_DIR:
+      log(f"judge: {directory} holds a judge trained with other settings; training a new one")
+    return None
+  model = build_model()
+  model.load_weights(weights_path)
+  log(f"judge: loaded from {directory} (test accuracy {info['test_accuracy']:.4f})")
+  return Judge(model, info)
 
 
 # --- judging images -----------------------------------------------------------------------------
