@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from numpy_references import ssim as _numpy_ssim
 from text2pixel import metrics
 
 # Rows are captions, columns pool images; caption i's own image is column i (default).
@@ -57,25 +58,6 @@ def test_rank_input_checks():
     metrics.ranks_from_scores(np.zeros((2, 2)), true_index=[0, 2])
   with pytest.raises(ValueError):
     metrics.ranks_from_scores(np.array([[np.nan, 1.]]))
-
-
-def _numpy_ssim(a, b, max_val=255., size=11, sigma=1.5, k1=0.01, k2=0.03):
-  """The SSIM formula written out (Gaussian window, 'valid' positions, mean of the map)."""
-  a, b = a.astype(np.float64), b.astype(np.float64)
-  coords = np.arange(size) - (size - 1) / 2
-  g = np.exp(-0.5 * coords ** 2 / sigma ** 2)
-  w = np.outer(g, g) / np.outer(g, g).sum()
-  c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
-  values = []
-  for i in range(a.shape[0] - size + 1):
-    for j in range(a.shape[1] - size + 1):
-      pa, pb = a[i:i + size, j:j + size], b[i:i + size, j:j + size]
-      ma, mb = (w * pa).sum(), (w * pb).sum()
-      va, vb = (w * pa * pa).sum() - ma ** 2, (w * pb * pb).sum() - mb ** 2
-      cov = (w * pa * pb).sum() - ma * mb
-      values.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma ** 2 + mb ** 2 + c1) *
-                                                         (va + vb + c2)))
-  return float(np.mean(values))
 
 
 def test_ssim_identical_is_one_and_inverse_is_negative():
