@@ -29,5 +29,5 @@ def tiny_run_dir(tmp_path_factory, mnist_captions_dir):
   from text2pixel import config as config_lib, training
   run_dir = str(tmp_path_factory.mktemp("tiny_run"))
   config = config_lib.get_preset("tiny").replace(eval_every=1000, sample_every=1000)
-  training.Trainer(config, mnist_captions_dir, run_dir, log=lambda *_: None).train()
+  training.Trainer(config, mnist_captions_dir, run_dir, log=lambda *_: None, preset="tiny").train()
   return run_dir

@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, Dict, Optional
 
+from text2pixel.errors import ConfigError
+
 CONDITIONINGS = ("attention", "mean", "none")
 
 
@@ -40,6 +42,7 @@ class Config:
   max_train_minutes: float = 0.0  # 0 = no time bound
   seed: int = 1234
   nonfinite: str = "stop"         # a NaN/Inf loss or gradient: stop (keep last checkpoint) | skip
+  max_consecutive_nonfinite: int = 20  # skip mode stops after this many non-finite steps in a row
 
   # --- bookkeeping --------------------------------------------------------------------------
   log_every: int = 50
@@ -97,15 +100,12 @@ PRESETS: Dict[str, Config] = {
 }
 
 
-class ConfigError(ValueError):
-  """A configuration that cannot work; the message says which field and why."""
-
-
 def validate(config: Config) -> Config:
   positive = ("image_side", "num_levels", "max_caption_len", "word_embedding_dim", "encoder_units",
               "pixel_embedding_dim", "decoder_units", "attention_units", "batch_size",
               "train_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every",
-              "eval_batches", "sample_every", "num_sample_captions", "shuffle_buffer")
+              "eval_batches", "sample_every", "num_sample_captions", "shuffle_buffer",
+              "max_consecutive_nonfinite")
   for name in positive:
     if getattr(config, name) <= 0:
       raise ConfigError(f"config field '{name}' must be positive, got {getattr(config, name)}")
@@ -144,20 +144,46 @@ def get_preset(name: str) -> Config:
 
 
 def from_json(text: str) -> Config:
-  """Parses a config saved by :meth:`Config.to_json` (JSON only: never executes anything)."""
-  values = json.loads(text)
+  """Parses a config saved by :meth:`Config.to_json` (JSON only: never executes anything).
+
+  Fields missing from the text (a run saved before the field existed) take their defaults.
+  """
+  try:
+    values = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise ConfigError(f"not a JSON config ({error})") from None
   if not isinstance(values, dict):
     raise ConfigError("a config file must hold a JSON object")
-  known = {f.name for f in dataclasses.fields(Config)}
-  unknown = sorted(set(values) - known)
+  fields = {f.name: f.type for f in dataclasses.fields(Config)}
+  unknown = sorted(set(values) - set(fields))
   if unknown:
     raise ConfigError(f"unknown config fields {unknown}")
+  for name, value in values.items():
+    values[name] = _typed(name, fields[name], value)
   return validate(Config(**values))
 
 
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _typed(name: str, type_name: Any, value: Any) -> Any:
+  """value as the field's type; a JSON value of another type is a ConfigError, not a crash."""
+  wanted = _TYPES[getattr(type_name, "__name__", type_name)]
+  if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if isinstance(value, wanted) and not (wanted is int and isinstance(value, bool)):
+    return value
+  raise ConfigError(f"config field '{name}' must be {wanted.__name__}, got {value!r}")
+
+
 def load(path: str) -> Config:
-  with open(path, encoding="utf-8") as f:
-    return from_json(f.read())
+  try:
+    with open(path, encoding="utf-8") as f:
+      return from_json(f.read())
+  except ConfigError as error:
+    raise ConfigError(f"{path}: {error}") from None
+  except (OSError, UnicodeDecodeError) as error:
+    raise ConfigError(f"cannot read {path} ({error})") from None
 
 
 def save(config: Config, path: str) -> None:

@@ -23,12 +23,9 @@ import numpy as np
 import tensorflow as tf
 
 from text2pixel import text as text_lib
+from text2pixel.errors import DataError
 
 STORED_SIDE = 32
-
-
-class DataError(RuntimeError):
-  """Missing, corrupt or malformed data; the message names the file."""
 
 
 def _bytes(values: Sequence[bytes]) -> tf.train.Feature:
@@ -133,7 +130,10 @@ def load_vocabulary(directory: str) -> text_lib.Vocabulary:
   path = os.path.join(directory, "vocab.json")
   if not os.path.exists(path):
     raise DataError(f"{path} is missing: build the data set first")
-  return text_lib.Vocabulary.load(path)
+  try:
+    return text_lib.Vocabulary.load(path)
+  except (OSError, ValueError) as error:  # unreadable, not JSON, or not a vocabulary
+    raise DataError(f"{path} is not a text2pixel vocabulary ({error})") from None
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -176,8 +176,8 @@ def make_dataset(files: Sequence[str], batch_size: int, image_side: int, max_cap
   """Parse, (shuffle), pad-batch captions to max_caption_len, (skip), prefetch.
 
   Captions are padded to one fixed length so every batch has the same static shape and the
-  training step is traced once. Captions longer than max_caption_len are dropped (the builders
-  never write those for the presets' lengths).
+  training step is traced once. Captions longer than max_caption_len are dropped; how many, is
+  what :func:`caption_lengths` tells (the Trainer reports it, and refuses more than a few).
   """
   files = list(files)
   ds = tf.data.Dataset.from_tensor_slices(files)
@@ -205,6 +205,19 @@ def make_dataset(files: Sequence[str], batch_size: int, image_side: int, max_cap
   if skip_batches:  # the order is seeded and deterministic, so this resumes the same stream
     ds = ds.skip(skip_batches)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def caption_lengths(files: Sequence[str]) -> np.ndarray:
+  """Every record's caption length in tokens (<eos> included), int64 [records]: the count of
+  captions make_dataset drops for a max_caption_len is ``(caption_lengths(files) > L).sum()``."""
+  files = list(files)
+  spec = {"caption_ids": tf.io.RaggedFeature(tf.int64)}
+  ds = tf.data.TFRecordDataset(files).batch(4096).map(
+      lambda records: tf.io.parse_example(records, spec)["caption_ids"].row_lengths())
+  lengths = [batch.numpy() for batch in iterate(ds, files)]
+  if not lengths:
+    raise DataError(f"{', '.join(files)}: no records")
+  return np.concatenate(lengths)
 
 
 def find_corrupt_files(files: Sequence[str]) -> List[str]:

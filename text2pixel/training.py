@@ -2,6 +2,7 @@
 
 A run directory holds everything a run needs to be continued, reloaded or exported:
   config.json           the resolved Config (a restart checks the flags against it)
+  run.json              the preset the run was started from (a restart checks it too)
   vocab.json            the data set's vocabulary (copied, so the run stands alone)
   checkpoints/          model, optimizer slots, step, training-data iterator, RNG (last N kept)
   train/, validation/   TensorBoard event files
@@ -10,6 +11,7 @@ A run directory holds everything a run needs to be continued, reloaded or export
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,15 +27,34 @@ from text2pixel import config as config_lib
 from text2pixel import model as model_lib
 from text2pixel import pictures, sampling, tfrecords
 from text2pixel.config import Config
+from text2pixel.errors import CheckpointError, DataError, OutputDirError, TrainingError
 
-# Fields a restarted run may change (how long and how often), as opposed to what it computes.
+# Fields a restarted run may change (how long, how often, how fast), as opposed to what it
+# computes: every other field of a restart must equal the saved config.
 RESUMABLE_CHANGES = ("train_steps", "max_train_minutes", "log_every", "checkpoint_every",
                      "keep_checkpoints", "eval_every", "eval_batches", "sample_every",
-                     "num_sample_captions", "nonfinite")
+                     "num_sample_captions", "nonfinite", "max_consecutive_nonfinite",
+                     "pixel_loop", "jit_compile")
+RUN_INFO = "run.json"
+# The reader skips captions longer than max_caption_len; a few are tolerated (and reported),
+# more mean the config does not fit the data set.
+MAX_DROPPED_CAPTION_FRACTION = 0.01
 
 
-class TrainingError(RuntimeError):
-  """A run that cannot start or continue; the message says why."""
+@contextlib.contextmanager
+def precision_policy(name: str):
+  """Keras' global mixed-precision policy set to ``name`` for the block, then restored.
+
+  The policy is process-wide and read whenever a layer is made, including layers made while a
+  tf.function traces: so the Trainer enters this around everything that builds or traces, and
+  a model built later in the same process gets the policy it would have had anyway.
+  """
+  previous = tf.keras.mixed_precision.global_policy()
+  tf.keras.mixed_precision.set_global_policy(name)
+  try:
+    yield
+  finally:
+    tf.keras.mixed_precision.set_global_policy(previous)
 
 
 def make_strategy(name: str, collective_timeout_s: float = 120.0) -> tf.distribute.Strategy:
@@ -45,7 +66,11 @@ def make_strategy(name: str, collective_timeout_s: float = 120.0) -> tf.distribu
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
+    # Every GPU; on a machine without one, every logical CPU device (one unless the process
+    # split its CPU with tf.config.set_logical_device_configuration, as a test does).
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy(
+        [d.name for d in gpus or tf.config.list_logical_devices("CPU")])
   if name == "multi_worker":
     if "TF_CONFIG" not in os.environ:
       raise TrainingError("--strategy=multi_worker needs TF_CONFIG describing the cluster")
@@ -64,19 +89,45 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
       "chief" not in resolver.cluster_spec().as_dict())
 
 
-def resolve_run_config(run_dir: str, requested: Config, explicit: Dict) -> Config:
-  """The config of a run: the saved one on restart (flags may change only how long/how often)."""
+def read_run_info(run_dir: str) -> Dict:
+  """run.json of a run ({"preset": name or None}); {} for a run saved before it existed."""
+  path = os.path.join(run_dir, RUN_INFO)
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path, encoding="utf-8") as f:
+      info = json.load(f)
+  except (OSError, ValueError) as error:
+    raise TrainingError(f"cannot read {path} ({error})") from None
+  if not isinstance(info, dict):
+    raise TrainingError(f"{path} is not a text2pixel run description (a JSON object)")
+  return info
+
+
+def resolve_run_config(run_dir: str, requested: Config, explicit: Dict,
+                       preset: Optional[str] = None) -> Config:
+  """The config of a run: ``requested`` for a new run; on restart the saved one.
+
+  A restart must ask for the same run: the whole resolved config (``preset`` with the flags on
+  top) is compared with the saved one, and so is the preset's name; only RESUMABLE_CHANGES
+  (how long, how often, how fast) may differ, and only those given as flags (``explicit``)
+  change.
+  """
   path = os.path.join(run_dir, "config.json")
   if not os.path.exists(path):
     return requested
   saved = config_lib.load(path)
-  conflicts = {k: (saved_v, explicit[k]) for k, (saved_v, _) in
-               saved.differences(saved.replace(**explicit)).items()
-               if k not in RESUMABLE_CHANGES}
+  conflicts = [f"{k}: run has {a!r}, this command {b!r}"
+               for k, (a, b) in saved.differences(requested).items()
+               if k not in RESUMABLE_CHANGES]
+  saved_preset = read_run_info(run_dir).get("preset")
+  if preset and saved_preset and preset != saved_preset:
+    conflicts.insert(0, f"preset: run has {saved_preset!r}, this command {preset!r}")
   if conflicts:
-    detail = ", ".join(f"{k}: run has {a!r}, flag says {b!r}" for k, (a, b) in conflicts.items())
-    raise TrainingError(f"{run_dir} holds a run with a different config ({detail}); use another "
-                        "--run_dir or drop those flags")
+    how = f" (--preset {saved_preset} and the same field flags)" if saved_preset else ""
+    raise TrainingError(f"{run_dir} holds a run with another config ({'; '.join(conflicts)}); "
+                        f"restart it with the flags it was started with{how}, or use another "
+                        "--run_dir")
   return saved.replace(**{k: v for k, v in explicit.items() if k in RESUMABLE_CHANGES})
 
 
@@ -84,7 +135,7 @@ class Trainer:
   """Builds everything under a strategy and trains; ``train()`` returns the final metrics."""
 
   def __init__(self, config: Config, data_dir: str, run_dir: str, strategy_name: str = "default",
-               log=print, collective_timeout_s: float = 120.0):
+               log=print, collective_timeout_s: float = 120.0, preset: Optional[str] = None):
     self.config = config
     self.data_dir = data_dir
     self.run_dir = run_dir
@@ -92,21 +143,53 @@ class Trainer:
     self.strategy = make_strategy(strategy_name, collective_timeout_s)
     self.chief = is_chief(self.strategy)
     self.stop_requested = False
-    if config.mixed_precision != "float32":
-      tf.keras.mixed_precision.set_global_policy(config.mixed_precision)
 
     self.vocab = tfrecords.load_vocabulary(data_dir)
     self.train_files = tfrecords.split_files(data_dir, "train")
     self.validation_files = tfrecords.split_files(data_dir, "validation")
+    self.dropped_captions = {split: self._check_caption_lengths(split, files)
+                             for split, files in (("train", self.train_files),
+                                                  ("validation", self.validation_files))}
     replicas = self.strategy.num_replicas_in_sync
     if config.batch_size % replicas:
       raise TrainingError(f"batch_size {config.batch_size} does not split over {replicas} "
                           "replicas; use a multiple")
+    if self.chief:
+      _check_run_dir(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     if self.chief:
       config_lib.save(config, os.path.join(run_dir, "config.json"))
+      if not os.path.exists(os.path.join(run_dir, RUN_INFO)):
+        with open(os.path.join(run_dir, RUN_INFO), "w", encoding="utf-8") as f:
+          json.dump({"preset": preset}, f)
       self.vocab.save(os.path.join(run_dir, "vocab.json"))
 
+    with self._policy():
+      self._build(config, strategy_name)
+
+  def _policy(self):
+    return precision_policy(self.config.mixed_precision)
+
+  def _check_caption_lengths(self, split: str, files: List[str]) -> int:
+    """How many captions of a split the reader will skip as too long; refuses too many."""
+    c = self.config
+    lengths = tfrecords.caption_lengths(files)
+    dropped = int(np.sum(lengths > c.max_caption_len))
+    if dropped:
+      self.log(f"{dropped} of {len(lengths)} {split} captions ({100 * dropped / len(lengths):.2f}%)"
+               f" are longer than max_caption_len={c.max_caption_len} tokens and are skipped")
+    if dropped > MAX_DROPPED_CAPTION_FRACTION * len(lengths):
+      raise DataError(
+          f"{dropped} of {len(lengths)} {split} captions in {self.data_dir} "
+          f"({100 * dropped / len(lengths):.1f}%) are longer than max_caption_len="
+          f"{c.max_caption_len} tokens (<eos> included) and would be skipped; the limit is "
+          f"{100 * MAX_DROPPED_CAPTION_FRACTION:g}%: set --max_caption_len {int(lengths.max())}"
+          " to keep them all")
+    return dropped
+
+  def _build(self, config: Config, strategy_name: str):
+    """Model, optimizer, checkpoint and step functions (under the run's precision policy)."""
+    run_dir = self.run_dir
     tf.keras.utils.set_random_seed(config.seed)  # python, numpy, TF and Keras initialisers
     with self.strategy.scope():
       self.model = model_lib.build(config, len(self.vocab))
@@ -123,13 +206,16 @@ class Trainer:
       self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
 
     # A resumed run continues the same data stream: the checkpoint holds the data iterator where
-    # tf.distribute can save it; under multi_worker it cannot, and the seeded, deterministic
-    # stream is instead skipped forward by the number of batches already trained on.
-    self.iterator_in_checkpoint = strategy_name != "multi_worker"
+    # tf.distribute can save it; under multi_worker, or mirrored over several devices (its
+    # iterator is not trackable), it cannot, and the seeded, deterministic stream is instead
+    # skipped forward by the number of batches already trained on.
+    iterator = (iter(self._dataset(self.train_files, train=True))
+                if strategy_name != "multi_worker" else None)
+    self.iterator_in_checkpoint = isinstance(iterator, tf.__internal__.tracking.Trackable)
     tracked = dict(model=self.model, optimizer=self.optimizer, step=self.step, rng=self.rng,
                    nonfinite_skipped=self.nonfinite_skipped, train_seconds=self.train_seconds)
     if self.iterator_in_checkpoint:
-      self.train_iterator = iter(self._dataset(self.train_files, train=True))
+      self.train_iterator = iterator
       tracked["train_iterator"] = self.train_iterator
     self.checkpoint = tf.train.Checkpoint(**tracked)
     checkpoint_dir = self.checkpoint_dir = os.path.join(run_dir, "checkpoints")
@@ -205,26 +291,28 @@ class Trainer:
       applied = strategy.experimental_local_results(applied)[0]
       return loss, norm, applied
 
-    uses_caption = c.conditioning != "none"
-
     @tf.function
     def eval_step(batch):
       def replica(batch):
         nll = per_example_nll(batch, model(batch, training=False))
         # The same images under another image's caption (the batch's captions rolled by one):
-        # how many nats per pixel the true caption is worth. Zero for a model that ignores it.
-        mismatched_nll = nll
-        if uses_caption:
-          mismatched = dict(batch, caption_ids=tf.roll(batch["caption_ids"], 1, axis=0),
-                            caption_len=tf.roll(batch["caption_len"], 1, axis=0))
-          mismatched_nll = per_example_nll(batch, model(mismatched, training=False))
+        # how many nats per pixel the true caption is worth. Computed alike for every model,
+        # so that it comes out 0 for one that ignores the caption rather than being set to 0.
+        mismatched = dict(batch, caption_ids=tf.roll(batch["caption_ids"], 1, axis=0),
+                          caption_len=tf.roll(batch["caption_len"], 1, axis=0))
+        mismatched_nll = per_example_nll(batch, model(mismatched, training=False))
         return (tf.reduce_sum(nll), tf.reduce_sum(mismatched_nll - nll),
                 tf.cast(tf.shape(batch["image"])[0], tf.float32))
       total, gain, count = strategy.run(replica, args=(batch,))
       return tuple(strategy.reduce("sum", x, axis=None) for x in (total, gain, count))
 
-    self.train_step = train_step
-    self.eval_step = eval_step
+    def under_policy(function):  # traced (its layers made) under the run's precision policy
+      def call(*args):
+        with self._policy():
+          return function(*args)
+      return call
+    self.train_step = under_policy(train_step)
+    self.eval_step = under_policy(eval_step)
     del pixels
 
   # --- the loop -----------------------------------------------------------------------------
@@ -259,6 +347,10 @@ class Trainer:
   def evaluate(self, max_batches: Optional[int] = None) -> Dict[str, float]:
     """Mean validation NLL; with max_batches, exactly that many batches of a repeated stream,
     so that under multi_worker every worker runs the same number of collective steps."""
+    with self._policy():
+      return self._evaluate(max_batches)
+
+  def _evaluate(self, max_batches: Optional[int]) -> Dict[str, float]:
     ds = self._dataset(self.validation_files, train=False, repeat=max_batches is not None)
     total = gain = count = 0.0
     for i, batch in enumerate(tfrecords.iterate(ds, self.validation_files)):
@@ -276,6 +368,10 @@ class Trainer:
             "caption_gain_bits_per_image": caption_bits}
 
   def train(self) -> Dict[str, float]:
+    with self._policy():
+      return self._train()
+
+  def _train(self) -> Dict[str, float]:
     c = self.config
     start_step = self.restore()
     self._install_signal_handlers()
@@ -292,6 +388,7 @@ class Trainer:
     window_start, window_steps = time.time(), 0
     losses: List[float] = []
     last = {}
+    consecutive_nonfinite = 0
     while int(self.step.numpy()) < c.train_steps and not self.stop_requested:
       try:
         loss, norm, applied = self.train_step(self.train_iterator)
@@ -303,27 +400,36 @@ class Trainer:
       step = int(self.step.assign_add(1).numpy())
       self.train_seconds.assign(seconds_before + time.time() - started)
       loss = float(loss)
+      window_steps += 1
+      # A step whose update was not applied still counts (its batch is used up), and falls
+      # through to the checkpoint, validation and time-bound checks below like any other.
       if not bool(applied) and c.mixed_precision == "mixed_float16" and np.isfinite(loss):
         self.log(f"step {step}: float16 gradients overflowed; update skipped, loss scale now "
                  f"{float(self.optimizer.loss_scale):g}")
-        continue
-      if not bool(applied):
-        if c.nonfinite == "skip":
-          self.nonfinite_skipped.assign_add(1)
-          self.log(f"step {step}: non-finite loss or gradient; batch skipped "
-                   f"({int(self.nonfinite_skipped.numpy())} so far)")
-          continue
-        self.step.assign_sub(1)
-        raise TrainingError(
-            f"non-finite loss ({loss}) or gradient norm ({float(norm)}) at step {step}; the last "
-            f"good checkpoint is kept in {self.manager.directory} (use --nonfinite=skip to skip "
-            "such batches instead)")
-      losses.append(loss)
-      window_steps += 1
+      elif not bool(applied):
+        if c.nonfinite == "stop":
+          self.step.assign_sub(1)
+          raise TrainingError(
+              f"non-finite loss ({loss}) or gradient norm ({float(norm)}) at step {step}; the "
+              f"last good checkpoint is kept in {self.manager.directory} (use --nonfinite=skip "
+              "to skip such batches instead)")
+        consecutive_nonfinite += 1
+        self.nonfinite_skipped.assign_add(1)
+        self.log(f"step {step}: non-finite loss or gradient; batch skipped ({consecutive_nonfinite}"
+                 f" in a row, {int(self.nonfinite_skipped.numpy())} in all)")
+        if consecutive_nonfinite >= c.max_consecutive_nonfinite:
+          raise TrainingError(
+              f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradient "
+              f"(steps {step - consecutive_nonfinite + 1}-{step}, max_consecutive_nonfinite="
+              f"{c.max_consecutive_nonfinite}): the run is not recovering; skipped steps leave "
+              f"the weights unchanged, and the latest checkpoint is in {self.manager.directory}")
+      else:
+        consecutive_nonfinite = 0
+        losses.append(loss)
       if step % c.log_every == 0 or step == c.train_steps:
         elapsed = time.time() - window_start
         steps_per_sec = window_steps / max(elapsed, 1e-9)
-        mean_loss = float(np.mean(losses))
+        mean_loss = float(np.mean(losses)) if losses else float("nan")
         done = step - start_step
         eta = (c.train_steps - step) / max(steps_per_sec, 1e-9)
         eta = min(eta, budget - float(self.train_seconds.numpy()))
@@ -359,6 +465,7 @@ class Trainer:
       self.write_samples(step)
     result = {"step": step, "minutes": float(self.train_seconds.numpy()) / 60, **last,
               "validation_bits_per_dim": metrics["bits_per_dim"],
+              "captions_dropped_as_too_long": self.dropped_captions,
               "caption_gain_bits_per_image": metrics["caption_gain_bits_per_image"]}
     self.log(f"stopped at step {step}: validation {metrics['bits_per_dim']:.3f} bits/dim (the "
              f"caption is worth {metrics['caption_gain_bits_per_image']:.1f} bits per image); "
@@ -378,6 +485,10 @@ class Trainer:
 
   def write_samples(self, step: int):
     """Samples for fixed validation captions, as a grid and attention pictures (TensorBoard)."""
+    with self._policy():
+      return self._write_samples(step)
+
+  def _write_samples(self, step: int):
     c = self.config
     examples = tfrecords.load_split(self.data_dir, "validation", c.image_side,
                                     limit=c.num_sample_captions)
@@ -413,6 +524,18 @@ def _minutes(seconds: float) -> str:
       f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _check_run_dir(run_dir: str) -> None:
+  """A run directory is new, empty, or a run (config.json): never someone's other folder."""
+  if os.path.isfile(run_dir):
+    raise OutputDirError(f"--run_dir {run_dir} is a file, not a directory")
+  if os.path.isdir(run_dir) and os.listdir(run_dir) and \
+      not os.path.exists(os.path.join(run_dir, "config.json")):
+    example = sorted(os.listdir(run_dir))[0]
+    raise OutputDirError(f"--run_dir {run_dir} is not empty and is not a training run (no "
+                         f"config.json; it holds e.g. {example!r}); refusing to write into it: "
+                         "choose a new or empty directory")
+
+
 def load_run(run_dir: str):
   """(config, vocabulary, model restored from the latest checkpoint) of a training run."""
   from text2pixel.text import Vocabulary
@@ -420,7 +543,12 @@ def load_run(run_dir: str):
   if not os.path.exists(config_path):
     raise TrainingError(f"{run_dir} is not a training run (no config.json)")
   config = config_lib.load(config_path)
-  vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
+  vocab_path = os.path.join(run_dir, "vocab.json")
+  try:
+    vocab = Vocabulary.load(vocab_path)
+  except (OSError, ValueError) as error:  # missing, not JSON, or not a vocabulary
+    raise TrainingError(f"{run_dir} is an incomplete training run: cannot read {vocab_path} "
+                        f"({error})") from None
   model = model_lib.build(config, len(vocab))
   latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
   if not latest:
@@ -438,7 +566,7 @@ def restore_checked(checkpoint: tf.train.Checkpoint, path: str, partial: bool = 
     tf.get_logger().setLevel("ERROR")
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.ERROR)
-    return TrainingError(f"{path} does not fit this model: it was written by another model "
+    return CheckpointError(f"{path} does not fit this model: it was written by another model "
                          f"layout or config ({str(error).splitlines()[0][:300]})")
   try:
     status = checkpoint.restore(path)

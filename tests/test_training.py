@@ -1,0 +1,290 @@
+"""The Trainer's promises, each through real training on real TFRecords: --nonfinite=skip keeps
+the time bound and the checkpoints and gives up on a run that does not recover; a restart asks
+for the same run; over-long captions are counted; the precision policy does not leak; the caption
+gain is what it says; the time bound spans restarts; two replicas train like one device."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from text2pixel import config as config_lib, model as model_lib, tfrecords, training
+from text2pixel.errors import DataError, TrainingError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUIET = dict(eval_every=100_000, sample_every=100_000, log_every=100_000)
+
+
+def _tiny(**changes):
+  return config_lib.get_preset("tiny").replace(**changes)
+
+
+def _poisoned_trainer(run_dir, data_dir, config, log=lambda *_: None):
+  """A Trainer whose output layer turns NaN right after its restore: every step's loss is NaN,
+  through the real train step and its guard."""
+  trainer = training.Trainer(config, data_dir, run_dir, log=log)
+  restore = trainer.restore
+
+  def restore_then_poison():
+    step = restore()
+    kernel = trainer.model.output_layer.kernel
+    kernel.assign(tf.fill(kernel.shape, float("nan")))
+    return step
+  trainer.restore = restore_then_poison
+  return trainer
+
+
+def _checkpoint_steps(run_dir):
+  state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))
+  return [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths] if state else []
+
+
+# --- --nonfinite=skip ---------------------------------------------------------------------------
+
+def test_skipped_steps_count_towards_the_time_bound(mnist_captions_dir, tmp_path):
+  """The first batch's loss is non-finite (a digit word it names has a NaN embedding); a time
+  bound any step exceeds (1e-9 minutes) ends the run right after it, with the final checkpoint
+  written, instead of skipping on until train_steps."""
+  run_dir = str(tmp_path / "bounded")
+  config = _tiny(nonfinite="skip", train_steps=200, max_train_minutes=1e-9,
+                 max_consecutive_nonfinite=100, **QUIET)
+  trainer = training.Trainer(config, mnist_captions_dir, run_dir, log=lambda *_: None)
+  first_batch = next(iter(tfrecords.make_dataset(
+      trainer.train_files, config.batch_size, config.image_side, config.max_caption_len,
+      shuffle=True, repeat=True, seed=config.seed, shuffle_buffer=config.shuffle_buffer)))
+  # A word of the first batch that the final sample grid's captions do not name (a NaN caption
+  # cannot be sampled from, and the grid is drawn after the last step).
+  sampled = tfrecords.load_split(mnist_captions_dir, "validation",
+                                 limit=config.num_sample_captions)["caption_ids"]
+  digits = [trainer.vocab.encode(str(d), config.max_caption_len)[0] for d in range(10)]
+  word = next(w for w in digits if w in first_batch["caption_ids"].numpy()
+              and w not in np.concatenate(sampled))
+  restore = trainer.restore
+
+  def restore_then_poison():
+    step = restore()
+    trainer.model.word_embedding.embeddings[word].assign(tf.fill([config.word_embedding_dim],
+                                                                 float("nan")))
+    return step
+  trainer.restore = restore_then_poison
+  trainer.train()
+  assert int(trainer.step.numpy()) == 1
+  assert int(trainer.nonfinite_skipped.numpy()) == 1
+  assert _checkpoint_steps(run_dir) == [1]
+
+
+def test_consecutive_nonfinite_steps_stop_the_run_after_checkpointing_on_cadence(
+    mnist_captions_dir, tmp_path):
+  run_dir = str(tmp_path / "hopeless")
+  messages = []
+  trainer = _poisoned_trainer(run_dir, mnist_captions_dir, _tiny(
+      nonfinite="skip", train_steps=200, max_consecutive_nonfinite=5, checkpoint_every=2,
+      keep_checkpoints=10, **QUIET), log=messages.append)
+  with pytest.raises(TrainingError, match=r"5 consecutive steps had a non-finite loss or gradient "
+                                          r"\(steps 1-5, max_consecutive_nonfinite=5\)"):
+    trainer.train()
+  assert int(trainer.step.numpy()) == 5
+  assert _checkpoint_steps(run_dir) == [2, 4]  # the cadence held while skipping
+  assert sum("batch skipped (" in m for m in messages) == 5
+
+
+# --- restarts -----------------------------------------------------------------------------------
+
+def test_a_restart_must_ask_for_the_same_run(tiny_run_dir):
+  """The whole resolved config and the preset name are compared with the saved ones; only how
+  long and how often may change, and only when given as flags."""
+  saved = config_lib.load(os.path.join(tiny_run_dir, "config.json"))
+  assert training.read_run_info(tiny_run_dir) == {"preset": "tiny"}
+  tiny = config_lib.get_preset("tiny")
+  # The same flags: the saved run, with its own bookkeeping (eval_every=1000), not the preset's.
+  assert training.resolve_run_config(tiny_run_dir, tiny, {}, "tiny") == saved
+  longer = training.resolve_run_config(tiny_run_dir, tiny.replace(train_steps=99),
+                                       {"train_steps": 99}, "tiny")
+  assert longer == saved.replace(train_steps=99)
+  with pytest.raises(TrainingError, match=r"\(preset: run has 'tiny', this command 'cpu_small'; "
+                                          r"image_side: run has 8, this command 32; "):
+    training.resolve_run_config(tiny_run_dir, config_lib.get_preset("cpu_small"), {},
+                                "cpu_small")
+  # A field the preset sets differently is a different run even if no flag names it.
+  with pytest.raises(TrainingError, match=r"\(learning_rate: run has 0.003, this command 0.001\)"):
+    training.resolve_run_config(tiny_run_dir, tiny.replace(learning_rate=1e-3), {}, "tiny")
+  with pytest.raises(TrainingError, match=r"decoder_units: run has 32, this command 64"):
+    training.resolve_run_config(tiny_run_dir, tiny.replace(decoder_units=64),
+                                {"decoder_units": 64}, "tiny")
+
+
+def test_the_time_bound_carries_over_a_restart(mnist_captions_dir, tmp_path):
+  run_dir = str(tmp_path / "run")
+  first = training.Trainer(_tiny(train_steps=3, **QUIET), mnist_captions_dir, run_dir,
+                           log=lambda *_: None)
+  first.train()
+  spent = float(first.train_seconds.numpy())
+  assert spent > 0
+  # A bound below what the run has already used: nothing more is trained.
+  messages = []
+  second = training.Trainer(_tiny(train_steps=50, max_train_minutes=spent / 60 / 2, **QUIET),
+                            mnist_captions_dir, run_dir, log=messages.append)
+  result = second.train()
+  assert result["step"] == 3 and int(second.step.numpy()) == 3
+  assert any("nothing to do" in m for m in messages)
+  # A bound a hair above it: exactly one more step, and the time adds up across the starts.
+  third = training.Trainer(_tiny(train_steps=50, max_train_minutes=spent / 60 + 1e-9, **QUIET),
+                           mnist_captions_dir, run_dir, log=lambda *_: None)
+  result = third.train()
+  assert int(third.step.numpy()) == 4
+  assert float(third.train_seconds.numpy()) > spent
+  assert result["minutes"] == pytest.approx(float(third.train_seconds.numpy()) / 60)
+
+
+# --- captions longer than max_caption_len -------------------------------------------------------
+
+def _lengthen_captions(source_dir, out_dir, count):
+  """A copy of a data set whose first ``count`` train captions get 20 more tokens."""
+  shutil.copytree(source_dir, out_dir)
+  for path in tfrecords.split_files(out_dir, "train"):
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+    with tf.io.TFRecordWriter(path) as writer:
+      for record in records:
+        example = tf.train.Example.FromString(record)
+        if count > 0:
+          ids = example.features.feature["caption_ids"].int64_list.value
+          eos = ids[-1]
+          del ids[-1]
+          ids.extend([3] * 20 + [eos])  # 20 words more before <eos>
+          count -= 1
+        writer.write(example.SerializeToString())
+  return out_dir
+
+
+def test_over_long_captions_are_counted_reported_and_refused_beyond_one_percent(
+    mnist_captions_dir, tmp_path):
+  config = _tiny(**QUIET)
+  few = _lengthen_captions(mnist_captions_dir, str(tmp_path / "few"), 3)  # 3 of 640: 0.5%
+  files = tfrecords.split_files(few, "train")
+  lengths = tfrecords.caption_lengths(files)
+  independent = [len(ids) for ids in tfrecords.load_split(few, "train")["caption_ids"]]
+  assert sorted(lengths.tolist()) == sorted(independent) and len(lengths) == 640
+  assert int((lengths > config.max_caption_len).sum()) == 3
+  read = tfrecords.make_dataset(files, 1, config.image_side, config.max_caption_len)
+  assert sum(1 for _ in read) == 637  # the reader does drop exactly those
+
+  messages = []
+  trainer = training.Trainer(config, few, str(tmp_path / "run"), log=messages.append)
+  assert trainer.dropped_captions == {"train": 3, "validation": 0}
+  assert "3 of 640 train captions (0.47%) are longer than max_caption_len=16 tokens and are " \
+         "skipped" in messages
+
+  many = _lengthen_captions(mnist_captions_dir, str(tmp_path / "many"), 7)  # 7 of 640: 1.1%
+  with pytest.raises(DataError, match=r"7 of 640 train captions in .* \(1.1%\) are longer than "
+                                      r"max_caption_len=16 tokens \(<eos> included\) and would be "
+                                      r"skipped; the limit is 1%: set --max_caption_len 3\d"):
+    training.Trainer(config, many, str(tmp_path / "run_many"), log=lambda *_: None)
+  assert not os.path.exists(tmp_path / "run_many")
+
+
+# --- mixed precision ----------------------------------------------------------------------------
+
+def test_the_trainer_does_not_leak_its_precision_policy(mnist_captions_dir, tmp_path):
+  assert tf.keras.mixed_precision.global_policy().name == "float32"
+  trainer = training.Trainer(_tiny(mixed_precision="mixed_bfloat16", train_steps=2, **QUIET),
+                             mnist_captions_dir, str(tmp_path / "bf16"), log=lambda *_: None)
+  assert trainer.model.pixel_embedding.compute_dtype == "bfloat16"  # it did train in bfloat16
+  assert tf.keras.mixed_precision.global_policy().name == "float32"
+  trainer.train()
+  assert tf.keras.mixed_precision.global_policy().name == "float32"
+  second = model_lib.build(_tiny(), vocab_size=20)
+  assert second.pixel_embedding.compute_dtype == "float32"
+  assert second.pixel_cell.compute_dtype == "float32"
+  assert np.isfinite(trainer.evaluate(1)["bits_per_dim"])  # its own functions still run
+
+
+# --- the caption gain ---------------------------------------------------------------------------
+
+def _independent_validation_figures(model, config, files, batches):
+  """bits/dim and caption gain from model.log_likelihood on the first validation batches, with
+  the captions rolled by one in numpy (what the trainer's validation claims to compute)."""
+  stream = tfrecords.make_dataset(files, config.batch_size, config.image_side,
+                                  config.max_caption_len).take(batches)
+  true, rolled = [], []
+  for batch in stream:
+    ids, lengths, images = (batch[k].numpy() for k in ("caption_ids", "caption_len", "image"))
+    true.append(model.log_likelihood(ids, lengths, images).numpy())
+    rolled.append(model.log_likelihood(np.roll(ids, 1, axis=0), np.roll(lengths, 1),
+                                       images).numpy())
+  true, rolled = np.concatenate(true).astype(np.float64), np.concatenate(rolled)
+  return {"bits_per_dim": -true.mean() / config.num_pixels / math.log(2),
+          "caption_gain_bits_per_image": (true - rolled).mean() / math.log(2)}
+
+
+@pytest.mark.parametrize("conditioning", ["attention", "mean", "none"])
+def test_the_caption_gain_is_the_log_likelihood_the_true_caption_adds(
+    conditioning, mnist_captions_dir, tmp_path):
+  """The trainer's validation figures against model.log_likelihood on the same images with the
+  true and with rolled captions. The weights are set to large random values, so that a model
+  that reads its caption depends on it measurably (a few training steps would barely)."""
+  config = _tiny(conditioning=conditioning, **QUIET)
+  trainer = training.Trainer(config, mnist_captions_dir, str(tmp_path / "run"),
+                             log=lambda *_: None)
+  rng = np.random.default_rng(0)
+  for weight in trainer.model.weights:
+    weight.assign(rng.normal(0, 0.3, weight.shape).astype(np.float32))
+  reported = trainer.evaluate(3)
+  expected = _independent_validation_figures(trainer.model, config, trainer.validation_files, 3)
+  assert reported["bits_per_dim"] == pytest.approx(expected["bits_per_dim"], rel=1e-5)
+  assert reported["caption_gain_bits_per_image"] == pytest.approx(
+      expected["caption_gain_bits_per_image"], rel=1e-3)
+  if conditioning == "none":  # computed, not written down: the caption is ignored, so exactly 0
+    assert reported["caption_gain_bits_per_image"] == 0.0
+  else:  # (measured: about 0.1 bits per image either way for these weights)
+    assert abs(expected["caption_gain_bits_per_image"]) > 0.02
+
+
+# --- two replicas -------------------------------------------------------------------------------
+
+MIRRORED_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+from text2pixel import config as config_lib, training
+data_dir, out = sys.argv[1], sys.argv[2]
+config = config_lib.get_preset("tiny").replace(train_steps=4, eval_every=100000,
+                                               sample_every=100000, log_every=100000)
+runs = {}
+for strategy in ("mirrored", "default"):
+  trainer = training.Trainer(config, data_dir, out + "/" + strategy, strategy,
+                             log=lambda *_: None)
+  initial = [w.numpy().tolist() for w in trainer.model.weights]
+  trainer.train()
+  runs[strategy] = {"replicas": trainer.strategy.num_replicas_in_sync, "initial": initial,
+                    "weights": [w.numpy().tolist() for w in trainer.model.weights],
+                    "step": int(trainer.step.numpy())}
+print(json.dumps(runs))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_training_on_two_cpu_devices_equals_one_device(mnist_captions_dir, tmp_path):
+  """--strategy mirrored over two logical CPU devices (each replica half of the global batch):
+  after 4 steps every weight equals the one-device run's."""
+  result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, mnist_captions_dir,
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  runs = json.loads(result.stdout.strip().splitlines()[-1])
+  mirrored, default = runs["mirrored"], runs["default"]
+  assert mirrored["replicas"] == 2 and default["replicas"] == 1
+  assert mirrored["step"] == default["step"] == 4
+  for before, after in zip(default["initial"], default["weights"]):
+    assert not np.array_equal(before, after)  # 4 steps moved every weight
+  for start_a, start_b, a, b in zip(mirrored["initial"], default["initial"], mirrored["weights"],
+                                    default["weights"]):
+    np.testing.assert_array_equal(start_a, start_b)  # the same seeded start
+    np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6)
