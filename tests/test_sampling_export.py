@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from text2pixel import export, generation, sampling, text as text_lib, tfrecords, training
+from text2pixel import errors, export, generation, sampling, text as text_lib, tfrecords, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTIONS = ["the digit 3 is on the left of the digit 5", "the digit 7 is at the top left of the image"]
@@ -171,20 +172,73 @@ def test_bad_captions_give_clear_errors(tiny_run_dir, loaded, source):
 @pytest.mark.parametrize("source", ["run", "saved_model"])
 def test_sample_binary_writes_pictures(tiny_run_dir, export_dir, tmp_path, source):
   where = ["--run_dir", tiny_run_dir] if source == "run" else ["--saved_model", export_dir]
+  out_dir = tmp_path / "out"
   base = [sys.executable, "-m", "text2pixel.binaries.sample", *where, "--num_samples", "2",
-          "--out_dir", str(tmp_path)]
+          "--out_dir", str(out_dir)]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   captions_file = tmp_path / "captions.txt"
   captions_file.write_text("\n".join(CAPTIONS) + "\n", encoding="utf-8")
   ok = subprocess.run(base + ["--captions_file", str(captions_file)], capture_output=True,
                       text=True, cwd=REPO, env=env, timeout=300)
   assert ok.returncode == 0, ok.stderr[-2000:]
-  assert (tmp_path / "sample_grid.png").stat().st_size > 500
-  assert (tmp_path / "attention_001.png").stat().st_size > 500
-  if source == "saved_model":  # a bad caption: one error line, exit status 2, no traceback
+  assert (out_dir / "sample_grid.png").stat().st_size > 500
+  assert (out_dir / "attention_001.png").stat().st_size > 500
+  if source == "run":  # the folder now holds its own pictures: a second run overwrites them
+    again = subprocess.run(base + ["--captions", CAPTIONS[0]], capture_output=True, text=True,
+                           cwd=REPO, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+  else:  # a bad caption: one error line, exit status 2, no traceback (the folder, holding its
+    # own pictures now, passes the out_dir check first)
     result = subprocess.run(base + ["--captions", "purple elephants"], capture_output=True,
                             text=True, cwd=REPO, env=env, timeout=300)
     assert result.returncode == 2
     assert [l for l in result.stderr.splitlines() if l.strip()] == [
         "error: caption 'purple elephants': no word is in the vocabulary (unknown: purple, "
         "elephants)"]
+
+
+def test_export_refuses_to_replace_anything_but_an_export(run, tmp_path):
+  """A mistyped --export_dir (a training run, a folder of the user's, a foreign SavedModel, a
+  file) is refused before any work, and nothing in it or beside it is touched."""
+  config, vocab, model = run
+  targets = {"run": tmp_path / "a_run", "mine": tmp_path / "mine",
+             "foreign SavedModel": tmp_path / "foreign", "file": tmp_path / "notes.txt"}
+  targets["run"].mkdir()
+  (targets["run"] / "config.json").write_text(config.to_json())
+  (targets["run"] / "checkpoints").mkdir()
+  (targets["run"] / "checkpoints" / "ckpt-500.index").write_bytes(b"weeks of training")
+  targets["mine"].mkdir()
+  (targets["mine"] / "thesis.tex").write_text("chapter 1")
+  targets["foreign SavedModel"].mkdir()
+  (targets["foreign SavedModel"] / "saved_model.pb").write_bytes(b"someone else's model")
+  targets["file"].write_text("notes")
+  before = sorted(str(p) for p in tmp_path.rglob("*"))
+  for name, target in targets.items():
+    with pytest.raises(errors.OutputDirError, match=f"refusing to replace --export_dir {target}"):
+      export.export(model, vocab, config, str(target))
+  assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # no temp dirs left either
+  assert (targets["run"] / "checkpoints" / "ckpt-500.index").read_bytes() == b"weeks of training"
+
+
+def test_export_replaces_an_earlier_export(run, export_dir, tmp_path):
+  config, vocab, model = run
+  again = tmp_path / "again"
+  shutil.copytree(export_dir, again)
+  (again / "variables" / "stale").write_text("from the earlier export")
+  export.check_replaceable(str(again))  # an earlier export: may be replaced
+  assert export.export(model, vocab, config, str(again), beam_width=3) == str(again)
+  assert not (again / "variables" / "stale").exists()
+  assert export.is_export(str(again))
+  assert json.loads((again / "text2pixel.json").read_text())["beam_width"] == 3
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]  # no temp dirs left
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  export.check_replaceable(str(empty))  # an empty folder may be used too
+
+
+@pytest.mark.parametrize("contents", [{}, {"saved_model.pb": b"x"}, {"text2pixel.json": b"{}"}])
+def test_loading_something_that_is_not_an_export_is_a_clear_error(tmp_path, contents):
+  for name, data in contents.items():
+    (tmp_path / name).write_bytes(data)
+  with pytest.raises(errors.ModelFileError, match="is not a text2pixel export"):
+    export.LoadedModel(str(tmp_path))

@@ -23,12 +23,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 
 import tensorflow as tf
 
 from text2pixel import sampling, text as text_lib
 from text2pixel.config import Config
+from text2pixel.errors import ConfigError, ModelFileError, OutputDirError
 from text2pixel.model import AlignPixelRNN
+
+INFO_FILE = "text2pixel.json"  # written into every export beside saved_model.pb
 
 
 def _disable_tfa_custom_kernels():
@@ -135,9 +139,37 @@ class ExportModule(tf.Module):
             "beam_width": tf.constant(self.beam_width_value)}
 
 
+def is_export(path: str) -> bool:
+  """True for a directory this project exported (its text2pixel.json and saved_model.pb)."""
+  return all(os.path.isfile(os.path.join(path, name)) for name in (INFO_FILE, "saved_model.pb"))
+
+
+def check_replaceable(export_dir: str) -> None:
+  """Raises OutputDirError unless export_dir is absent, an empty directory or an earlier export:
+  an export replaces only an export, never a run, a data set or anything else of the user's."""
+  if not os.path.lexists(export_dir):
+    return
+  if os.path.isdir(export_dir) and not os.path.islink(export_dir):
+    if not os.listdir(export_dir) or is_export(export_dir):
+      return
+    kind = "a training run" if os.path.exists(os.path.join(export_dir, "config.json")) else \
+        "not a text2pixel export"
+    raise OutputDirError(f"refusing to replace --export_dir {export_dir}: it is {kind} (no "
+                         f"{INFO_FILE} and saved_model.pb) and not empty; choose another "
+                         "directory (nothing was written)")
+  raise OutputDirError(f"refusing to replace --export_dir {export_dir}: it is a file or a link, "
+                       "not an export directory (nothing was written)")
+
+
 def export(model: AlignPixelRNN, vocab: text_lib.Vocabulary, config: Config, export_dir: str,
            beam_width: int = 4) -> str:
-  """Writes the SavedModel atomically (a temp dir renamed into place) and returns its path."""
+  """Writes the SavedModel atomically (a temp dir renamed into place) and returns its path.
+
+  ``export_dir`` may be new, empty or an earlier export, which is replaced; anything else is
+  refused before any work is done (:func:`check_replaceable`).
+  """
+  export_dir = os.path.normpath(export_dir)
+  check_replaceable(export_dir)
   _disable_tfa_custom_kernels()
   module = ExportModule(model, vocab, config, beam_width)
   signatures = {
@@ -149,15 +181,29 @@ def export(model: AlignPixelRNN, vocab: text_lib.Vocabulary, config: Config, exp
       "log_likelihood": module.log_likelihood.get_concrete_function(),
       "metadata": module.metadata.get_concrete_function(),
   }
-  tmp = export_dir.rstrip("/") + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  tf.saved_model.save(module, tmp, signatures=signatures)
-  with open(os.path.join(tmp, "text2pixel.json"), "w", encoding="utf-8") as f:
-    json.dump({"config": json.loads(config.to_json()), "vocabulary": vocab.words,
-               "beam_width": beam_width}, f, indent=1)
-  if os.path.exists(export_dir):
-    shutil.rmtree(export_dir)
-  os.replace(tmp, export_dir)
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  os.makedirs(parent, exist_ok=True)
+  # A fresh temp directory of our own beside the target (same file system, so the renames
+  # below are atomic); only it and the export it replaces are ever deleted.
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.export-", dir=parent)
+  try:
+    tf.saved_model.save(module, tmp, signatures=signatures)
+    with open(os.path.join(tmp, INFO_FILE), "w", encoding="utf-8") as f:
+      json.dump({"config": json.loads(config.to_json()), "vocabulary": vocab.words,
+                 "beam_width": beam_width}, f, indent=1)
+    check_replaceable(export_dir)  # again: it may have changed during the export
+    old = None
+    if os.path.isdir(export_dir) and os.listdir(export_dir):  # an earlier export
+      old = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.replaced-", dir=parent)
+      os.replace(export_dir, old)
+    elif os.path.isdir(export_dir):
+      os.rmdir(export_dir)  # empty
+    os.replace(tmp, export_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  if old:
+    shutil.rmtree(old)
   return export_dir
 
 
@@ -165,12 +211,29 @@ class LoadedModel:
   """A reloaded export; needs only TensorFlow (no tensorflow_addons, no text2pixel model code)."""
 
   def __init__(self, export_dir: str):
-    if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
-      raise FileNotFoundError(f"{export_dir} is not a SavedModel (no saved_model.pb)")
-    self.module = tf.saved_model.load(export_dir)
-    meta = {k: v.numpy() for k, v in self.module.signatures["metadata"]().items()}
+    missing = [name for name in ("saved_model.pb", INFO_FILE)
+               if not os.path.isfile(os.path.join(export_dir, name))]
+    if not os.path.isdir(export_dir):
+      raise ModelFileError(f"{export_dir} does not exist (expected a text2pixel-export directory)")
+    if missing:
+      raise ModelFileError(f"{export_dir} is not a text2pixel export (no {' and no '.join(missing)}"
+                           "; text2pixel-export writes both)")
+    if not os.path.isdir(os.path.join(export_dir, "variables")):
+      raise ModelFileError(f"{export_dir} is an incomplete export (no variables/ folder)")
+    from google.protobuf.message import DecodeError
+    try:
+      self.module = tf.saved_model.load(export_dir)
+      meta = {k: v.numpy() for k, v in self.module.signatures["metadata"]().items()}
+    except (OSError, KeyError, DecodeError, tf.errors.OpError) as error:  # damaged or foreign
+      first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+      raise ModelFileError(f"{export_dir} is a damaged or foreign SavedModel ({first_line[:300]})"
+                           ) from None
     from text2pixel import config as config_lib
-    self.config = config_lib.from_json(meta["config_json"].decode())
+    try:
+      self.config = config_lib.from_json(meta["config_json"].decode())
+    except ConfigError as error:
+      raise ModelFileError(f"{export_dir} holds a config this version cannot use ({error})"
+                           ) from None
     self.vocab = text_lib.Vocabulary([w.decode() for w in meta["vocabulary"]])
     self.beam_width = int(meta["beam_width"])
 

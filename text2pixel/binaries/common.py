@@ -1,17 +1,25 @@
-"""What every binary shares: one clear error line and a non-zero exit for bad input."""
+"""What every binary shares: one clear error line and exit status 2 for a user's mistake, the
+traceback and exit status 1 for anything else, and the rule for directories a user names.
+
+Nothing here imports TensorFlow: flags are checked before it starts (a few seconds).
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
+from typing import Callable, Optional, Sequence
 
 from absl import flags
 
-from text2pixel.config import ConfigError
+from text2pixel.errors import OutputDirError, UsageError, UserError
 from text2pixel.text import CaptionError
-from text2pixel.tfrecords import DataError
 
-USER_ERRORS = (ConfigError, CaptionError, DataError, FileNotFoundError, ValueError)
+# The project's own error types (text2pixel/errors.py, and CaptionError next to the tokenizer).
+# Not ValueError, FileNotFoundError or the like: raised from inside TensorFlow or Keras they mean
+# a bug, which must keep its traceback rather than be reported as the user's fault.
+USER_ERRORS = (UserError, CaptionError)
 
 
 # Measured (benchmarks/train_throughput.py, WORKSPACE.md "Benchmarks"): the pixel loop's ops are
@@ -32,13 +40,45 @@ def configure_threads(intra_op_threads: int = 1, inter_op_threads: int = 0) -> N
     print("warning: TensorFlow already started; thread settings unchanged", file=sys.stderr)
 
 
-def run_main(main, argv) -> int:
-  """Runs main(argv); a user error prints 'error: ...' on one line and exits with status 2."""
-  from text2pixel.training import TrainingError
-  configure_threads(flags.FLAGS.intra_op_threads, flags.FLAGS.inter_op_threads)
+def run_main(main, argv, check_flags: Optional[Callable[[], None]] = None) -> int:
+  """Runs check_flags() (plain Python, before TensorFlow starts), then main(argv).
+
+  A user error (USER_ERRORS) prints 'error: ...' on one line and exits with status 2; any other
+  exception propagates (absl prints its traceback, exit status 1).
+  """
   try:
+    if check_flags is not None:
+      check_flags()
+    configure_threads(flags.FLAGS.intra_op_threads, flags.FLAGS.inter_op_threads)
     return main(argv) or 0
-  except (TrainingError,) + USER_ERRORS as error:
+  except USER_ERRORS as error:
     message = " ".join(str(error).split())
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def require(condition: bool, message: str) -> None:
+  """A flag check: UsageError(message) unless condition holds."""
+  if not condition:
+    raise UsageError(message)
+
+
+def exactly_one_model_source(run_dir: str, saved_model: str) -> None:
+  require(bool(run_dir) != bool(saved_model),
+          "give exactly one of --run_dir (a training run) or --saved_model (an export)")
+
+
+def check_output_dir(path: str, flag: str, binary: str, own_files: Sequence[str]) -> None:
+  """The rule for a directory a user names for a binary's output: it may be new, empty, or hold
+  only files named like that binary's outputs (``own_files``: fnmatch patterns), which it then
+  overwrites. Anything else (a mistyped run, data set or home directory) is refused, so that
+  nothing of the user's is ever overwritten or deleted."""
+  if not os.path.lexists(path):
+    return
+  if not os.path.isdir(path):
+    raise OutputDirError(f"{flag} {path} is a file, not a directory")
+  foreign = sorted(name for name in os.listdir(path)
+                   if not any(fnmatch.fnmatchcase(name, pattern) for pattern in own_files))
+  if foreign:
+    raise OutputDirError(f"refusing to write into {flag} {path}: it holds files {binary} did not "
+                         f"write (e.g. {foreign[0]!r}); choose a new or empty directory")

@@ -4,12 +4,14 @@
       --out_dir workspace/eval/cpu_small --num_captions 1000 --pool 1000 --ssim_samples 50
 
 Writes results.json (every figure), results.md (a table in the paper's layout, and the settings),
-samples.png, and the retrieval score matrices, which let an interrupted run resume.
+samples.png, and the retrieval score matrices, which let an interrupted run resume. --out_dir
+may be new, empty, or hold only files an evaluation writes; anything else is refused.
 """
 
 from absl import app, flags
 
-from text2pixel.binaries.common import run_main
+from text2pixel.binaries import common
+from text2pixel.binaries.common import require, run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", "", "training run to evaluate (latest checkpoint)")
@@ -29,16 +31,29 @@ flags.DEFINE_string("judge_cache", "workspace/judge", "the digit judge's cache (
 flags.DEFINE_string("model_name", "alignPixelRNN", "the row name in the table")
 
 
+# What an evaluation writes (evaluation.evaluate), and the training summary that
+# experiments/runner.py keeps beside it.
+OUTPUTS = ("results.json", "results.md", "ranks.json", "samples.png", "ssim_samples.npy",
+           "scores_*.npz", "train_result.json")
+
+
+def check_flags():
+  common.exactly_one_model_source(FLAGS.run_dir, FLAGS.saved_model)
+  for name in ("num_captions", "pool", "ssim_captions", "ssim_samples", "pairs_per_batch",
+               "sample_batch"):
+    require(getattr(FLAGS, name) >= 1, f"--{name} must be >= 1")
+  require(FLAGS.bpd_examples >= 0, "--bpd_examples must be >= 0")
+  require(FLAGS.temperature > 0, "--temperature must be > 0")
+  common.check_output_dir(FLAGS.out_dir, "--out_dir", "text2pixel-evaluate", OUTPUTS)
+
+
 def main(argv):
   del argv
   from text2pixel import evaluation, generation
-  if bool(FLAGS.run_dir) == bool(FLAGS.saved_model):
-    raise ValueError("give exactly one of --run_dir or --saved_model")
-  for name in ("num_captions", "pool", "ssim_captions", "ssim_samples", "pairs_per_batch",
-               "sample_batch"):
-    if getattr(FLAGS, name) < 1:
-      raise ValueError(f"--{name} must be >= 1")
-  generator = generation.Generator.open(FLAGS.run_dir or FLAGS.saved_model)
+  if FLAGS.saved_model:
+    generator = generation.SavedModelGenerator(FLAGS.saved_model)
+  else:
+    generator = generation.CheckpointGenerator(FLAGS.run_dir)
   results = evaluation.evaluate(
       generator, FLAGS.data_dir, FLAGS.out_dir, num_captions=FLAGS.num_captions, pool=FLAGS.pool,
       ssim_captions=FLAGS.ssim_captions, ssim_samples=FLAGS.ssim_samples,
@@ -52,7 +67,7 @@ def main(argv):
 
 
 def run():
-  app.run(lambda argv: run_main(main, argv))
+  app.run(lambda argv: run_main(main, argv, check_flags))
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@
   text2pixel-export --run_dir workspace/runs/cpu_small --export_dir workspace/exports/cpu_small
 
 Signatures: sample, greedy, beam, score, metadata (see text2pixel/export.py). The SavedModel
-needs only TensorFlow to load (no tensorflow_addons), as TF Serving requires.
+needs only TensorFlow to load (no tensorflow_addons), as TF Serving requires. --export_dir may be
+new, empty or an earlier export (which is replaced); anything else is refused.
 """
 
 from absl import app, flags
 
-from text2pixel.binaries.common import run_main
+from text2pixel.binaries.common import require, run_main
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", "workspace/runs/cpu_small", "training run (latest checkpoint)")
@@ -16,11 +17,14 @@ flags.DEFINE_string("export_dir", "workspace/exports/cpu_small", "where the Save
 flags.DEFINE_integer("beam_width", 4, "beam width of the 'beam' signature")
 
 
+def check_flags():
+  require(FLAGS.beam_width >= 1, "--beam_width must be >= 1")
+
+
 def main(argv):
   del argv
   from text2pixel import export, training
-  if FLAGS.beam_width < 1:
-    raise ValueError("--beam_width must be >= 1")
+  export.check_replaceable(FLAGS.export_dir)  # before the model is loaded: nothing to lose yet
   config, vocab, model = training.load_run(FLAGS.run_dir)
   path = export.export(model, vocab, config, FLAGS.export_dir, beam_width=FLAGS.beam_width)
   print(f"exported {FLAGS.run_dir} to {path} (signatures: sample, greedy, beam, score, metadata)")
@@ -28,7 +32,7 @@ def main(argv):
 
 
 def run():
-  app.run(lambda argv: run_main(main, argv))
+  app.run(lambda argv: run_main(main, argv, check_flags))
 
 
 if __name__ == "__main__":

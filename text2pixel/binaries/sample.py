@@ -4,7 +4,8 @@
       --captions "the digit 3 is on the left of the digit 5;the digit 7 is at the top left of the image"
   text2pixel-sample --saved_model workspace/exports/cpu_small --captions_file captions.txt
 
-Works from a training run (latest checkpoint) or an exported SavedModel.
+Works from a training run (latest checkpoint) or an exported SavedModel. --out_dir may be new,
+empty, or hold only pictures this binary wrote (which are overwritten); anything else is refused.
 """
 
 import os
@@ -13,7 +14,10 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from text2pixel.binaries.common import run_main
+from text2pixel.binaries import common
+from text2pixel.binaries.common import require, run_main
+from text2pixel.errors import UsageError
+from text2pixel.text import CaptionError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", "", "training run to sample from (its latest checkpoint)")
@@ -29,36 +33,54 @@ flags.DEFINE_integer("scale", 4, "upscaling of the pictures for viewing")
 flags.DEFINE_string("out_dir", "workspace/samples", "where the PNGs go")
 flags.DEFINE_boolean("attention", True, "also write one attention picture per caption")
 
+OUTPUTS = ("greedy_grid.png", "sample_grid.png", "beam_grid.png", "attention_*.png")
+
 
 def read_captions():
   if bool(FLAGS.captions) == bool(FLAGS.captions_file):
-    raise ValueError("give exactly one of --captions or --captions_file")
+    raise UsageError("give exactly one of --captions or --captions_file")
   if FLAGS.captions_file:
-    with open(FLAGS.captions_file, "rb") as f:
-      raw = f.read()
+    try:
+      with open(FLAGS.captions_file, "rb") as f:
+        raw = f.read()
+    except OSError as error:
+      raise UsageError(f"--captions_file {FLAGS.captions_file}: {error.strerror}") from None
     try:
       text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-      raise ValueError(f"{FLAGS.captions_file} is not UTF-8 text (byte {error.start})") from None
+      raise CaptionError(f"--captions_file {FLAGS.captions_file} is not UTF-8 text (byte "
+                         f"{error.start})") from None
     captions = [line.strip() for line in text.splitlines() if line.strip()]
   else:
     captions = [c.strip() for c in FLAGS.captions.split(";")]
   if not captions:
-    raise ValueError("no captions given")
+    raise UsageError("no captions given")
   return captions
+
+
+def check_flags():
+  common.exactly_one_model_source(FLAGS.run_dir, FLAGS.saved_model)
+  read_captions()
+  require(FLAGS.num_samples >= 1, "--num_samples must be >= 1")
+  require(FLAGS.temperature > 0 or FLAGS.method != "sample",
+          "--temperature must be > 0 (use --method greedy for the most likely pixels)")
+  require(FLAGS.beam_width >= 1, "--beam_width must be >= 1")
+  require(FLAGS.scale >= 1, "--scale must be >= 1")
+  common.check_output_dir(FLAGS.out_dir, "--out_dir", "text2pixel-sample", OUTPUTS)
 
 
 def main(argv):
   del argv
-  if bool(FLAGS.run_dir) == bool(FLAGS.saved_model):
-    raise ValueError("give exactly one of --run_dir or --saved_model")
   from text2pixel import generation, pictures
   captions = read_captions()
-  generator = generation.Generator.open(FLAGS.run_dir or FLAGS.saved_model,
-                                        beam_width=FLAGS.beam_width)
+  if FLAGS.saved_model:
+    generator = generation.SavedModelGenerator(FLAGS.saved_model)
+  else:
+    generator = generation.CheckpointGenerator(FLAGS.run_dir, beam_width=FLAGS.beam_width)
   warn = lambda message: print(f"warning: {message}", file=sys.stderr)
   result = generator.generate(captions, FLAGS.method, num_samples=FLAGS.num_samples,
                               temperature=FLAGS.temperature, seed=FLAGS.seed, warn=warn)
+  common.check_output_dir(FLAGS.out_dir, "--out_dir", "text2pixel-sample", OUTPUTS)
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   label = {"sample": f"T={FLAGS.temperature}", "greedy": "greedy",
            "beam": "beams best first"}[FLAGS.method]
@@ -79,7 +101,7 @@ def main(argv):
 
 
 def run():
-  app.run(lambda argv: run_main(main, argv))
+  app.run(lambda argv: run_main(main, argv, check_flags))
 
 
 if __name__ == "__main__":

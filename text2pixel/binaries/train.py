@@ -3,13 +3,15 @@
   text2pixel-train --preset cpu_small --data_dir workspace/data/mnist_captions \
       --run_dir workspace/runs/cpu_small [--train_steps 3000] [--strategy mirrored]
 
-Any Config field can be overridden by a flag of its name (see text2pixel/config.py).
+Any Config field can be overridden by a flag of its name (see text2pixel/config.py). A restart
+must give the same --preset and field flags as the start (only how long and how often may
+change: training.RESUMABLE_CHANGES); otherwise it stops and names the fields that differ.
 """
 
 from absl import app, flags
 
 from text2pixel import config as config_lib
-from text2pixel.binaries.common import run_main
+from text2pixel.binaries.common import require, run_main
 
 FLAGS = flags.FLAGS
 config_lib.define_flags()
@@ -21,20 +23,26 @@ flags.DEFINE_float("collective_timeout_s", 120.0,
                    "multi_worker: seconds a worker waits for the others before failing")
 
 
+def check_flags():
+  config_lib.config_from_flags(FLAGS)  # a ConfigError before TensorFlow starts
+  require(FLAGS.collective_timeout_s > 0, "--collective_timeout_s must be > 0")
+
+
 def main(argv):
   del argv
   from text2pixel import training
   explicit = config_lib.overrides_from_flags(FLAGS)
   requested = config_lib.config_from_flags(FLAGS)
-  config = training.resolve_run_config(FLAGS.run_dir, requested, explicit)
+  config = training.resolve_run_config(FLAGS.run_dir, requested, explicit, FLAGS.preset)
   trainer = training.Trainer(config, FLAGS.data_dir, FLAGS.run_dir, FLAGS.strategy,
-                             collective_timeout_s=FLAGS.collective_timeout_s)
+                             collective_timeout_s=FLAGS.collective_timeout_s,
+                             preset=FLAGS.preset)
   trainer.train()
   return 0
 
 
 def run():
-  app.run(lambda argv: run_main(main, argv))
+  app.run(lambda argv: run_main(main, argv, check_flags))
 
 
 if __name__ == "__main__":
