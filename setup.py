@@ -12,7 +12,8 @@ setup(
     description="alignPixelRNN: attention-based autoregressive text-to-image generation",
     python_requires=">=3.11,<3.12",
     packages=["text2pixel", "text2pixel.binaries", "text2pixel.kernels", "datasets"],
-    package_data={"text2pixel.kernels": ["pixel_loop.cc"]},  # compiled on the machine it runs on
+    package_data={"text2pixel.kernels": ["pixel_loop.cc"],  # compiled on the machine it runs on
+                  "text2pixel": ["judge_weights/*"]},  # the shipped digit judge
     install_requires=[
         "tensorflow==2.15.1",
         "tensorflow-addons==0.23.0",
@@ -26,7 +27,8 @@ setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest", "playwright"],  # playwright drives the system chromium (tests/test_demo.py)
+        # playwright drives the system chromium (tests/test_demo.py); xdist runs the suite on both cores
+        "test": ["pytest", "pytest-xdist", "playwright"],
         "demo": ["gradio"],                # text2pixel-demo, the local browser page
     },
     entry_points={

@@ -2,7 +2,7 @@
 
 import json
 import os
-import shutil
+import pathlib
 import subprocess
 import sys
 
@@ -74,10 +74,17 @@ def test_low_temperature_approaches_greedy(run):
 
 @pytest.fixture(scope="module")
 def export_dir(run, tmp_path_factory):
+  """The module's one real export (an export takes a minute), written over an earlier export's
+  folder, which it must replace (test_export_replaces_an_earlier_export)."""
   config, vocab, model = run
-  path = str(tmp_path_factory.mktemp("export") / "model")
-  export.export(model, vocab, config, path, beam_width=2)
-  return path
+  path = tmp_path_factory.mktemp("export") / "model"
+  (path / "variables").mkdir(parents=True)
+  (path / "saved_model.pb").write_text("an earlier export")
+  (path / export.INFO_FILE).write_text("an earlier export")
+  (path / "variables" / "stale").write_text("from the earlier export")
+  export.check_replaceable(str(path))  # an earlier export: may be replaced
+  assert export.export(model, vocab, config, str(path), beam_width=2) == str(path)
+  return str(path)
 
 
 def test_saved_model_loads_without_tensorflow_addons_and_matches(run, export_dir, tmp_path):
@@ -220,20 +227,13 @@ def test_export_refuses_to_replace_anything_but_an_export(run, tmp_path):
   assert (targets["run"] / "checkpoints" / "ckpt-500.index").read_bytes() == b"weeks of training"
 
 
-def test_export_replaces_an_earlier_export(run, export_dir, tmp_path):
-  config, vocab, model = run
-  again = tmp_path / "again"
-  shutil.copytree(export_dir, again)
-  (again / "variables" / "stale").write_text("from the earlier export")
-  export.check_replaceable(str(again))  # an earlier export: may be replaced
-  assert export.export(model, vocab, config, str(again), beam_width=3) == str(again)
-  assert not (again / "variables" / "stale").exists()
-  assert export.is_export(str(again))
-  assert json.loads((again / "text2pixel.json").read_text())["beam_width"] == 3
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]  # no temp dirs left
-  empty = tmp_path / "empty"
-  empty.mkdir()
-  export.check_replaceable(str(empty))  # an empty folder may be used too
+def test_export_replaces_an_earlier_export(export_dir, tmp_path):
+  path = pathlib.Path(export_dir)
+  assert not (path / "variables" / "stale").exists()
+  assert export.is_export(export_dir)
+  assert json.loads((path / export.INFO_FILE).read_text())["beam_width"] == 2
+  assert sorted(p.name for p in path.parent.iterdir()) == ["model"]  # no temp dirs left
+  export.check_replaceable(str(tmp_path))  # an empty folder may be used too
 
 
 @pytest.mark.parametrize("contents", [{}, {"saved_model.pb": b"x"}, {"text2pixel.json": b"{}"}])
