@@ -45,12 +45,6 @@ def run(cmd, log_path=None):
   return printable(cmd)
 
 
-# Fields that change how a run is logged or bounded, not what it learns.
-BOOKKEEPING = ("train_steps", "max_train_minutes", "log_every", "checkpoint_every",
-               "keep_checkpoints", "eval_every", "eval_batches", "sample_every",
-               "num_sample_captions")
-
-
 def check_not_stale(run_dir, preset, overrides):
   """Stops if run_dir holds a run of another model or setup than the preset with overrides.
 
@@ -63,7 +57,7 @@ def check_not_stale(run_dir, preset, overrides):
     return
   wanted = config_lib.get_preset(preset).replace(**overrides)
   differences = {k: v for k, v in config_lib.load(path).differences(wanted).items()
-                 if k not in BOOKKEEPING}
+                 if k not in config_lib.RESUMABLE_CHANGES}
   if differences:
     raise SystemExit(f"{run_dir} was trained with another config than this script asks for "
                      f"(field: (saved, asked) {differences}); move it aside or delete it")

@@ -15,9 +15,11 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
-from text2pixel import errors
+from text2pixel import errors, training
 from text2pixel.binaries import common
 from text2pixel.text import CaptionError
 
@@ -31,7 +33,7 @@ CAPTION = "the digit 1 is at the top left of the image"
 # {tmp}/run_copy (a copy of the run), {tmp}/mine (a folder holding a file of the user's),
 # {tmp}/empty_run (a run without checkpoints), {tmp}/other_layout (config no longer fits its
 # checkpoints), {tmp}/broken_config (config.json is not JSON), {tmp}/other_vocab (a data set with
-# another vocabulary), {tmp}/latin1.txt (a captions file that is not UTF-8).
+# another vocabulary), {tmp}/diverged (a run whose latest weights are NaN), {tmp}/latin1.txt (a captions file that is not UTF-8).
 USER_ERRORS = [
     ("unknown preset", errors.ConfigError,
      [TRAIN, "--data_dir", "{data}", "--run_dir", "{tmp}/new_run", "--preset", "huge"],
@@ -124,6 +126,10 @@ USER_ERRORS = [
     ("an evaluation into a training run", errors.OutputDirError,
      [EVALUATE, "--run_dir", "{run}", "--data_dir", "{data}", "--out_dir", "{tmp}/run_copy"],
      "holds files text2pixel-evaluate did not write (e.g. 'checkpoints')", None),
+    ("sampling a run that diverged", errors.CheckpointError,
+     [SAMPLE, "--run_dir", "{tmp}/diverged", "--captions", CAPTION, "--out_dir",
+      "{tmp}/diverged_samples"],
+     "holds non-finite weights", "diverged_samples"),
     ("training into a folder of the user's", errors.OutputDirError,
      [TRAIN, "--data_dir", "{data}", "--run_dir", "{tmp}/mine", "--preset", "tiny"],
      "is not empty and is not a training run (no config.json; it holds e.g. 'notes.txt')", None),
@@ -161,6 +167,11 @@ def outcomes(tiny_run_dir, mnist_captions_dir, tmp_path_factory):
   config = json.loads((other_layout / "config.json").read_text())
   config["decoder_units"] *= 2
   (other_layout / "config.json").write_text(json.dumps(config))
+  diverged = tmp / "diverged"  # its latest checkpoint holds a NaN weight
+  shutil.copytree(tiny_run_dir, diverged)
+  _, _, model = training.load_run(str(diverged))
+  model.weights[0].assign(np.full(model.weights[0].shape, np.nan, np.float32))
+  tf.train.Checkpoint(model=model).write(tf.train.latest_checkpoint(str(diverged / "checkpoints")))
   (tmp / "mine").mkdir()
   (tmp / "mine" / "notes.txt").write_text("a week of notes")
   (tmp / "latin1.txt").write_bytes("the digit 1\nthe digit \xe9".encode("latin-1"))

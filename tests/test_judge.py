@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from datasets import mnist_captions
 from text2pixel import judge as judge_lib
@@ -178,3 +179,47 @@ def test_judges_a_split_as_load_split_gives_it(shipped_judge, mnist_captions_dir
     result = judge_lib.judge_accuracy(judge, data["image"], data["relation"], data["digits"],
                                       data["boxes"])
     assert result["count"] == 64 and result["accuracy"] >= 0.9, (split, result)
+
+
+class _DataImages:
+  """A stand-in for the probe's sampler that "draws" the data set's own image of each caption
+  (repeated per sample), or with shift=1 the image of the next caption in the set."""
+
+  def __init__(self, data_dir, num_captions, shift=0):
+    from text2pixel import tfrecords
+    self.images = {split: tfrecords.load_split(data_dir, split, limit=num_captions)["image"]
+                   for split in ("validation", "heldout")}
+    self.shift, self.calls = shift, 0
+
+  def __call__(self, ids, lengths, temperature, seed, num_samples):
+    split = ("validation", "heldout")[self.calls % 2]
+    self.calls += 1
+    images = np.roll(self.images[split], self.shift, axis=0)
+    return {"images": np.repeat(images[:, None], num_samples, axis=1)}
+
+
+def test_the_training_probe_pairs_each_sample_with_its_own_caption(shipped_judge,
+                                                                   mnist_captions_dir):
+  """What the trainer reports as validation/judge_accuracy[_heldout]: real images for their own
+  captions pass, the same images under their neighbours' captions fail; so captions, relations,
+  digits and samples stay aligned through the probe."""
+  from text2pixel import config as config_lib, model as model_lib, text as text_lib
+  config = config_lib.get_preset("tiny").replace(image_side=32)
+  vocab = text_lib.Vocabulary.load(os.path.join(mnist_captions_dir, "vocab.json"))
+  model = model_lib.build(config, len(vocab))
+  probe = judge_lib.CaptionJudgeProbe(shipped_judge, model, mnist_captions_dir, num_captions=24,
+                                      num_samples=3, seed=0)
+  assert probe.num_images == 2 * 24 * 3
+  for shift, low, high in ((0, 0.9, 1.0), (1, 0.0, 0.3)):
+    fake = _DataImages(mnist_captions_dir, 24, shift)
+    probe._generate = lambda ids, lengths, t, s: {
+        k: tf.constant(v) for k, v in fake(ids, lengths, t, s, 3).items()}
+    accuracy = probe()
+    assert set(accuracy) == {"judge_accuracy", "judge_accuracy_heldout"}
+    for name, value in accuracy.items():
+      assert low <= value <= high, (shift, name, value)
+  assert judge_lib.CaptionJudgeProbe.unavailable(config, mnist_captions_dir) is None
+  assert "32x32" in judge_lib.CaptionJudgeProbe.unavailable(config.replace(image_side=8),
+                                                            mnist_captions_dir)
+  assert "off" in judge_lib.CaptionJudgeProbe.unavailable(config.replace(judge_captions=0),
+                                                          mnist_captions_dir)

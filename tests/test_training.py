@@ -1,7 +1,7 @@
 """The Trainer's promises, each through real training on real TFRecords: --nonfinite=skip keeps
 the time bound and the checkpoints and gives up on a run that does not recover; a restart asks
 for the same run; over-long captions are counted; the precision policy does not leak; the caption
-gain is what it says; the time bound spans restarts; two replicas train like one device."""
+gain is what it says; every validation reports the digit judge; the time bound spans restarts; two replicas train like one device."""
 
 import json
 import math
@@ -202,6 +202,32 @@ def test_the_trainer_does_not_leak_its_precision_policy(mnist_captions_dir, tmp_
   assert second.pixel_embedding.compute_dtype == "float32"
   assert second.pixel_cell.compute_dtype == "float32"
   assert np.isfinite(trainer.evaluate(1)["bits_per_dim"])  # its own functions still run
+
+
+# --- the digit judge at every validation --------------------------------------------------------
+
+def test_every_validation_reports_the_judge_accuracy_of_samples(mnist_captions_dir, tmp_path):
+  """A 32x32 run reports validation/judge_accuracy[_heldout] at each validation (console,
+  TensorBoard, train_result.json); an 8x8 run says once why it cannot be judged."""
+  from experiments.cpu_small_sweep import validation_history
+  lines = []
+  run_dir = str(tmp_path / "judged")
+  config = _tiny(image_side=32, train_steps=2, eval_every=1, sample_every=100, log_every=100,
+                 judge_captions=2, judge_samples=2)
+  result = training.Trainer(config, mnist_captions_dir, run_dir, log=lines.append).train()
+  judged = [l for l in lines if "% of samples right for validation captions" in l]
+  assert [l.split(":")[0] for l in judged] == ["step 1", "step 2", "step 2"], lines
+  assert "(8 samples," in judged[0]
+  history = validation_history(run_dir)
+  assert sorted(history) == [1, 2]
+  for name in ("judge_accuracy", "judge_accuracy_heldout"):
+    assert 0.0 <= result[name] <= 1.0
+    assert history[2][name] == pytest.approx(result[name])
+  lines.clear()
+  training.Trainer(_tiny(train_steps=1, **QUIET), mnist_captions_dir, str(tmp_path / "small"),
+                   log=lines.append).train()
+  assert [l for l in lines if l.startswith("digit judge")] == [
+      "digit judge: off: the judge reads 32x32 images, this run draws 8"]
 
 
 # --- the caption gain ---------------------------------------------------------------------------

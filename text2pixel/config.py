@@ -53,6 +53,11 @@ class Config:
   sample_every: int = 2000
   num_sample_captions: int = 8
   shuffle_buffer: int = 10_000
+  # At every validation the digit judge scores samples for the first judge_captions validation
+  # captions and as many held-out ones, judge_samples each (MNIST-with-captions at 32x32 only;
+  # 0 turns it off): validation/judge_accuracy[_heldout].
+  judge_captions: int = 32
+  judge_samples: int = 2
 
   # --- speed --------------------------------------------------------------------------------
   mixed_precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
@@ -75,6 +80,14 @@ class Config:
     """Fields whose values differ, as {name: (self_value, other_value)}."""
     mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
     return {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
+
+
+# Fields a restarted run may change (how long, how often, how fast, how it is watched), as
+# opposed to what it computes: every other field of a restart must equal the saved config.
+RESUMABLE_CHANGES = ("train_steps", "max_train_minutes", "log_every", "checkpoint_every",
+                     "keep_checkpoints", "eval_every", "eval_batches", "sample_every",
+                     "num_sample_captions", "nonfinite", "max_consecutive_nonfinite",
+                     "pixel_loop", "jit_compile", "judge_captions", "judge_samples")
 
 
 PRESETS: Dict[str, Config] = {
@@ -105,7 +118,7 @@ def validate(config: Config) -> Config:
               "pixel_embedding_dim", "decoder_units", "attention_units", "batch_size",
               "train_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every",
               "eval_batches", "sample_every", "num_sample_captions", "shuffle_buffer",
-              "max_consecutive_nonfinite")
+              "max_consecutive_nonfinite", "judge_samples")
   for name in positive:
     if getattr(config, name) <= 0:
       raise ConfigError(f"config field '{name}' must be positive, got {getattr(config, name)}")
@@ -130,6 +143,8 @@ def validate(config: Config) -> Config:
       config.above_context > config.image_side:
     raise ConfigError(f"above_context must be 0 or an odd number <= image_side, got "
                       f"{config.above_context}")
+  if config.judge_captions < 0:
+    raise ConfigError("judge_captions must be >= 0 (0 turns the judge off)")
   if config.position_embedding_dim < 0:
     raise ConfigError("position_embedding_dim must be >= 0 (0 turns it off)")
   if config.max_train_minutes < 0:

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from text2pixel import text as text_lib, tfrecords
+from text2pixel.errors import UsageError
 
 
 class Generator:
@@ -39,9 +40,9 @@ class Generator:
                temperature: float = 1.0, seed: int = 0, warn=None) -> Dict[str, np.ndarray]:
     """images [B, S, side, side] uint8, log_prob [B, S] nats, attention [B, S, pixels, words]."""
     if method == "sample" and temperature <= 0:
-      raise ValueError("--temperature must be > 0 (use --method greedy for the argmax)")
+      raise UsageError("--temperature must be > 0 (use --method greedy for the argmax)")
     if num_samples < 1:
-      raise ValueError("--num_samples must be >= 1")
+      raise UsageError("--num_samples must be >= 1")
     ids, lengths, words = self.prepare(captions, warn)
     out = self._generate(captions, ids, lengths, method, num_samples, temperature, seed)
     out["words"] = words

@@ -455,3 +455,61 @@ def main(argv: Sequence[str]) -> int:
 
 if __name__ == "__main__":
   sys.exit(main(sys.argv[1:]))
+
+
+# --- judging a model while it trains ------------------------------------------------------------
+
+class CaptionJudgeProbe:
+  """A model's judge accuracy on a fixed set of validation and held-out captions: the trainer's
+  ``validation/judge_accuracy`` and ``validation/judge_accuracy_heldout``.
+
+  Captions, samples per caption and the sampling seed stay the same for the whole run, so two
+  validations differ only by the model's weights. Ancestral samples at temperature 1: what a user
+  of ``text2pixel-sample --method sample`` gets.
+  """
+
+  METRICS = {"judge_accuracy": "validation", "judge_accuracy_heldout": "heldout"}
+
+  def __init__(self, judge: Judge, model, data_dir: str, num_captions: int, num_samples: int,
+               seed: int):
+    import tensorflow as tf
+    from text2pixel import sampling, tfrecords
+    self.judge, self.seed, self.num_samples = judge, seed, num_samples
+    length = model.config.max_caption_len
+    self.sets = {}
+    for metric, split in self.METRICS.items():
+      data = tfrecords.load_split(data_dir, split, SIDE, limit=num_captions)
+      data = {k: v[[len(ids) <= length for ids in data["caption_ids"]]] for k, v in data.items()}
+      self.sets[metric] = dict(
+          ids=tf.constant(tfrecords.pad_ids(list(data["caption_ids"]), length)),
+          lengths=tf.constant([len(ids) for ids in data["caption_ids"]], tf.int32),
+          relations=np.repeat(data["relation"], num_samples),
+          digits=[list(d) for d in data["digits"] for _ in range(num_samples)])
+    self._generate = sampling.make_generate_fn(model, "sample", num_samples=num_samples)
+
+  @staticmethod
+  def unavailable(config, data_dir: str) -> Optional[str]:
+    """Why this run cannot be judged (None if it can): off, not 32x32, or not MNIST-with-captions."""
+    if not config.judge_captions:
+      return "off (judge_captions=0)"
+    if config.image_side != SIDE:
+      return f"off: the judge reads {SIDE}x{SIDE} images, this run draws {config.image_side}"
+    with open(os.path.join(data_dir, "metadata.json"), encoding="utf-8") as f:
+      dataset = json.load(f).get("dataset")
+    if dataset != "mnist_captions":
+      return f"off: the digit judge is for MNIST-with-captions, not {dataset}"
+    return None
+
+  @property
+  def num_images(self) -> int:
+    return sum(len(s["relations"]) for s in self.sets.values())
+
+  def __call__(self) -> Dict[str, float]:
+    import tensorflow as tf
+    out = {}
+    for metric, s in self.sets.items():
+      images = self._generate(s["ids"], s["lengths"], tf.constant(1.0),
+                              tf.constant(self.seed, tf.int32))["images"].numpy()
+      out[metric] = judge_accuracy(self.judge, images.reshape(-1, SIDE, SIDE), s["relations"],
+                                   s["digits"])["accuracy"]
+    return out

@@ -25,17 +25,12 @@ import tensorflow as tf
 
 from text2pixel import config as config_lib
 from text2pixel import model as model_lib
-from text2pixel import pictures, sampling, tfrecords
+from text2pixel import judge as judge_lib, pictures, sampling, tfrecords
 from text2pixel.config import Config
 from text2pixel.errors import CheckpointError, DataError, OutputDirError, TrainingError
 
-# Fields a restarted run may change (how long, how often, how fast), as opposed to what it
-# computes: every other field of a restart must equal the saved config.
-RESUMABLE_CHANGES = ("train_steps", "max_train_minutes", "log_every", "checkpoint_every",
-                     "keep_checkpoints", "eval_every", "eval_batches", "sample_every",
-                     "num_sample_captions", "nonfinite", "max_consecutive_nonfinite",
-                     "pixel_loop", "jit_compile")
 RUN_INFO = "run.json"
+JUDGE_METRICS = ("judge_accuracy", "judge_accuracy_heldout")
 # The reader skips captions longer than max_caption_len; a few are tolerated (and reported),
 # more mean the config does not fit the data set.
 MAX_DROPPED_CAPTION_FRACTION = 0.01
@@ -119,7 +114,7 @@ def resolve_run_config(run_dir: str, requested: Config, explicit: Dict,
   saved = config_lib.load(path)
   conflicts = [f"{k}: run has {a!r}, this command {b!r}"
                for k, (a, b) in saved.differences(requested).items()
-               if k not in RESUMABLE_CHANGES]
+               if k not in config_lib.RESUMABLE_CHANGES]
   saved_preset = read_run_info(run_dir).get("preset")
   if preset and saved_preset and preset != saved_preset:
     conflicts.insert(0, f"preset: run has {saved_preset!r}, this command {preset!r}")
@@ -128,7 +123,8 @@ def resolve_run_config(run_dir: str, requested: Config, explicit: Dict,
     raise TrainingError(f"{run_dir} holds a run with another config ({'; '.join(conflicts)}); "
                         f"restart it with the flags it was started with{how}, or use another "
                         "--run_dir")
-  return saved.replace(**{k: v for k, v in explicit.items() if k in RESUMABLE_CHANGES})
+  return saved.replace(**{k: v for k, v in explicit.items()
+                          if k in config_lib.RESUMABLE_CHANGES})
 
 
 class Trainer:
@@ -367,6 +363,43 @@ class Trainer:
     return {"loss": nats, "bits_per_dim": float(model_lib.nats_to_bits_per_dim(nats)),
             "caption_gain_bits_per_image": caption_bits}
 
+  def validate(self, step: int) -> Dict[str, float]:
+    """Validation NLL and caption gain, and on the chief the digit judge's accuracy on samples
+    (what users judge the model by); logged, and written to TensorBoard's validation/."""
+    c = self.config
+    metrics = self.evaluate(c.eval_batches)
+    line = (f"step {step}: validation {metrics['bits_per_dim']:.3f} bits/dim, the caption is "
+            f"worth {metrics['caption_gain_bits_per_image']:.1f} bits per image")
+    probe = self._judge_probe()
+    if probe is not None:
+      started = time.time()
+      with self._policy():
+        metrics.update(probe())
+      seconds = time.time() - started
+      line += (f"; judge: {metrics['judge_accuracy']:.1%} of samples right for validation "
+               f"captions, {metrics['judge_accuracy_heldout']:.1%} for held-out ones "
+               f"({probe.num_images} samples, {seconds:.0f} s)")
+      metrics["judge_seconds"] = seconds
+    self._scalars("validation", step, metrics)
+    self.log(line)
+    return metrics
+
+  def _judge_probe(self) -> Optional[judge_lib.CaptionJudgeProbe]:
+    """The digit judge's probe, made at the first validation; None where the run cannot be
+    judged (the reason is logged once) and on workers other than the chief."""
+    if not hasattr(self, "_probe"):
+      self._probe = None
+      reason = judge_lib.CaptionJudgeProbe.unavailable(self.config, self.data_dir)
+      if reason:
+        self.log(f"digit judge: {reason}")
+      elif self.chief:
+        with precision_policy("float32"):  # the judge's own layers stay float32
+          judge = judge_lib.load_or_train_judge(log=self.log)
+        c = self.config
+        self._probe = judge_lib.CaptionJudgeProbe(judge, self.model, self.data_dir,
+                                                  c.judge_captions, c.judge_samples, c.seed)
+    return self._probe
+
   def train(self) -> Dict[str, float]:
     with self._policy():
       return self._train()
@@ -448,10 +481,7 @@ class Trainer:
       if step % c.checkpoint_every == 0:
         self.save()
       if step % c.eval_every == 0:
-        metrics = self.evaluate(c.eval_batches)
-        self._scalars("validation", step, metrics)
-        self.log(f"step {step}: validation {metrics['bits_per_dim']:.3f} bits/dim, the caption "
-                 f"is worth {metrics['caption_gain_bits_per_image']:.1f} bits per image")
+        self.validate(step)
       if step % c.sample_every == 0 and self.chief:
         self.write_samples(step)
       if self.train_seconds.numpy() >= budget:
@@ -459,17 +489,15 @@ class Trainer:
         break
     self.save()
     step = int(self.step.numpy())
-    metrics = self.evaluate(c.eval_batches)
-    self._scalars("validation", step, metrics)
+    metrics = self.validate(step)
     if self.chief:
       self.write_samples(step)
     result = {"step": step, "minutes": float(self.train_seconds.numpy()) / 60, **last,
               "validation_bits_per_dim": metrics["bits_per_dim"],
               "captions_dropped_as_too_long": self.dropped_captions,
-              "caption_gain_bits_per_image": metrics["caption_gain_bits_per_image"]}
-    self.log(f"stopped at step {step}: validation {metrics['bits_per_dim']:.3f} bits/dim (the "
-             f"caption is worth {metrics['caption_gain_bits_per_image']:.1f} bits per image); "
-             f"checkpoint in {self.manager.directory}")
+              "caption_gain_bits_per_image": metrics["caption_gain_bits_per_image"],
+              **{k: metrics[k] for k in JUDGE_METRICS if k in metrics}}
+    self.log(f"stopped at step {step}; checkpoint in {self.manager.directory}")
     if self.chief:
       with open(os.path.join(self.run_dir, "train_result.json"), "w") as f:
         json.dump(result, f, indent=2)
@@ -554,6 +582,11 @@ def load_run(run_dir: str):
   if not latest:
     raise TrainingError(f"{run_dir} has no checkpoint yet")
   restore_checked(tf.train.Checkpoint(model=model), latest, partial=True)
+  diverged = [v.name for v in model.weights if not np.all(np.isfinite(v.numpy()))]
+  if diverged:  # sampling from NaN logits fails deep inside the decoder, far from the cause
+    raise CheckpointError(f"{latest} holds non-finite weights ({', '.join(diverged[:3])}"
+                          f"{', ...' if len(diverged) > 3 else ''}): the run diverged before this "
+                          "checkpoint; train on from an earlier one (delete the later ones)")
   return config, vocab, model
 
 

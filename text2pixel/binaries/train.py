@@ -5,7 +5,7 @@
 
 Any Config field can be overridden by a flag of its name (see text2pixel/config.py). A restart
 must give the same --preset and field flags as the start (only how long and how often may
-change: training.RESUMABLE_CHANGES); otherwise it stops and names the fields that differ.
+change: config.RESUMABLE_CHANGES); otherwise it stops and names the fields that differ.
 """
 
 from absl import app, flags
