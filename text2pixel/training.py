@@ -422,6 +422,7 @@ class Trainer:
     losses: List[float] = []
     last = {}
     consecutive_nonfinite = 0
+    validated = (None, {})  # (step, metrics) of the latest validation
     while int(self.step.numpy()) < c.train_steps and not self.stop_requested:
       try:
         loss, norm, applied = self.train_step(self.train_iterator)
@@ -481,7 +482,7 @@ class Trainer:
       if step % c.checkpoint_every == 0:
         self.save()
       if step % c.eval_every == 0:
-        self.validate(step)
+        validated = (step, self.validate(step))
       if step % c.sample_every == 0 and self.chief:
         self.write_samples(step)
       if self.train_seconds.numpy() >= budget:
@@ -489,7 +490,7 @@ class Trainer:
         break
     self.save()
     step = int(self.step.numpy())
-    metrics = self.validate(step)
+    metrics = validated[1] if validated[0] == step else self.validate(step)
     if self.chief:
       self.write_samples(step)
     result = {"step": step, "minutes": float(self.train_seconds.numpy()) / 60, **last,
