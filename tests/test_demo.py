@@ -123,9 +123,9 @@ def test_judge_verdicts_name_what_the_judge_saw(tmp_path, mnist_arrays):
   correct = mirrored_checks = 0
   for example in examples:
     caption = mnist_captions.caption_for(example["relation"], example["digits"])
-    parsed = demo_lib.mnist_caption(caption.upper() + " ")  # as the model tokenizes it
+    parsed = judge_lib.mnist_caption(caption.upper() + " ")  # as the model tokenizes it
     assert (parsed.relation, parsed.digits) == (example["relation"], tuple(example["digits"]))
-    [verdict] = demo_lib.judge_verdicts(judge, parsed, example["image"][None])
+    [verdict] = judge_lib.judge_verdicts(judge, parsed, example["image"][None])
     [expected] = judge_lib.judge_samples(judge, example["image"][None], [parsed.relation],
                                          [parsed.digits])
     assert verdict.endswith(": ✓") == bool(expected), (caption, verdict)
@@ -134,13 +134,13 @@ def test_judge_verdicts_name_what_the_judge_saw(tmp_path, mnist_arrays):
       a, b = example["digits"]
       assert verdict == f"{a} left, {b} right: ✓"
       # The same image under the mirrored caption: each place holds the other digit.
-      mirrored = demo_lib.mnist_caption(mnist_captions.caption_for("right", (a, b)))
-      assert demo_lib.judge_verdicts(judge, mirrored, example["image"][None]) == [
+      mirrored = judge_lib.mnist_caption(mnist_captions.caption_for("right", (a, b)))
+      assert judge_lib.judge_verdicts(judge, mirrored, example["image"][None]) == [
           f"{a} right, {b} left: ✗ (reads {b}, {a})"]
       mirrored_checks += 1
   assert correct >= 0.85 * len(examples) and mirrored_checks, (correct, mirrored_checks)
   blank = np.zeros((1, 32, 32), np.uint8)
-  corner = demo_lib.mnist_caption("the digit 7 is at the top left of the image")
-  assert demo_lib.judge_verdicts(judge, corner, blank) == ["7 top left: ✗ (reads blank)"]
-  assert demo_lib.mnist_caption("the digit 7 is at the top of the image") is None
-  assert demo_lib.mnist_caption("the digit 5 is on the left of the digit 3").held_out
+  corner = judge_lib.mnist_caption("the digit 7 is at the top left of the image")
+  assert judge_lib.judge_verdicts(judge, corner, blank) == ["7 top left: ✗ (reads blank)"]
+  assert judge_lib.mnist_caption("the digit 7 is at the top of the image") is None
+  assert judge_lib.mnist_caption("the digit 5 is on the left of the digit 3").held_out

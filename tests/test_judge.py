@@ -223,3 +223,19 @@ def test_the_training_probe_pairs_each_sample_with_its_own_caption(shipped_judge
                                                             mnist_captions_dir)
   assert "off" in judge_lib.CaptionJudgeProbe.unavailable(config.replace(judge_captions=0),
                                                           mnist_captions_dir)
+
+
+def test_the_verdict_report_counts_each_captions_samples(shipped_judge, real_examples):
+  """What text2pixel-sample prints: a builder image is right for its own caption, a blank one is
+  not, and a caption the builder never writes is named as such."""
+  caption = mnist_captions.caption_for(real_examples["relation"][0].decode(),
+                                       real_examples["digits"][0])
+  images = np.stack([real_examples["image"][:1], np.zeros((1, 32, 32), np.uint8),
+                     real_examples["image"][1:2]])
+  lines = judge_lib.verdict_report([caption, caption, "a purple cat"], images, shipped_judge)
+  assert lines[0] == f"judge: 1/1 right for '{caption}'" and lines[1].endswith(": ✓")
+  assert lines[2] == f"judge: 0/1 right for '{caption}'" and "reads blank" in lines[3]
+  assert lines[4] == ("judge: 'a purple cat' is not a caption the MNIST-with-captions builder "
+                      "writes")
+  assert lines[5] == "judge: 1/2 samples right (50%)"
+  assert judge_lib.verdict_report(["a purple cat"], images[:1], shipped_judge) == []

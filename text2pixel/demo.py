@@ -11,19 +11,18 @@ holds what the page computes and imports no Gradio; ``build_app`` and ``serve`` 
 """
 
 import dataclasses
-import functools
 import html
-import itertools
 import json
 import logging
 import os
 import socket
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
 from text2pixel import generation, pictures, text as text_lib
+from text2pixel.judge import builder_captions, judge_verdicts, mnist_caption
 
 METHODS = (("sample (temperature)", "sample"), ("greedy", "greedy"), ("beam search", "beam"))
 MAX_SAMPLES = 16
@@ -32,9 +31,6 @@ VIEW_SIDE = 128       # on-screen pixels of a sample in the gallery, whatever th
 ATTENTION_SIDE = 64   # of each tile of an attention picture (one per word: many side by side)
 
 # Where each named digit of a relation sits, in caption order (datasets/mnist_captions.py).
-_PLACES = {"left": ("left", "right"), "right": ("right", "left"), "top": ("top", "bottom"),
-           "bottom": ("bottom", "top"), "top_left": ("top left",), "top_right": ("top right",),
-           "bottom_left": ("bottom left",), "bottom_right": ("bottom right",)}
 _MARKDOWN_PUNCTUATION = set("\\`*_{}[]()#+-.!|~")
 # Examples on the page: (relation, digits); the held-out ones show generalisation to
 # combinations never seen in training.
@@ -57,65 +53,6 @@ def user_errors() -> tuple:
   """What the binaries report as one clear line; anything else is a bug and keeps its trace."""
   from text2pixel.binaries import common
   return tuple(common.USER_ERRORS)
-
-
-# --- MNIST-with-captions: which captions the builder writes, which are held out ---------------
-
-@dataclasses.dataclass(frozen=True)
-class MnistCaption:
-  relation: str
-  digits: Tuple[int, ...]
-
-  @property
-  def held_out(self) -> bool:
-    from datasets import mnist_captions
-    return mnist_captions.is_held_out(self.relation, self.digits)
-
-  @property
-  def layout(self) -> str:
-    return ", ".join(f"{d} {place}" for d, place in zip(self.digits, _PLACES[self.relation]))
-
-
-@functools.lru_cache(maxsize=1)
-def _mnist_captions() -> Dict[Tuple[str, ...], MnistCaption]:
-  """Every caption the builder can write, by its tokens."""
-  from datasets import mnist_captions
-  table = {}
-  for relation in mnist_captions.RELATIONS:
-    slots = 2 if relation in mnist_captions.TWO_DIGIT else 1
-    for digits in itertools.product(range(10), repeat=slots):
-      caption = mnist_captions.caption_for(relation, digits)
-      table[tuple(text_lib.tokenize(caption))] = MnistCaption(relation, tuple(digits))
-  return table
-
-
-def mnist_caption(caption: str) -> Optional[MnistCaption]:
-  """The builder's (relation, digits) if it writes this caption (up to case and spacing)."""
-  return _mnist_captions().get(tuple(text_lib.tokenize(caption)))
-
-
-def judge_verdicts(judge, caption: MnistCaption, images: np.ndarray) -> List[str]:
-  """Per image the judge's verdict: "3 left, 5 right: ✓", or "...: ✗ (reads 8, blank)" saying
-  what it saw in each named place (a digit, "?" when unsure, or blank) and any ink elsewhere."""
-  from text2pixel import judge as judge_lib
-  details = judge_lib.judge_details(judge, images, [caption.relation] * len(images),
-                                    [caption.digits] * len(images))
-  out = []
-  for i in range(len(images)):
-    if details["correct"][i]:
-      out.append(f"{caption.layout}: ✓")
-      continue
-    reads = []
-    for slot in range(len(caption.digits)):
-      if details["region_ink"][i, slot] < judge_lib.MIN_INK:
-        reads.append("blank")
-      else:
-        unsure = "?" if details["confidence"][i, slot] < judge_lib.MIN_CONFIDENCE else ""
-        reads.append(f"{details['predicted'][i, slot]}{unsure}")
-    if details["stray_ink_fraction"][i] > judge_lib.MAX_STRAY_INK:
-      reads.append("ink elsewhere")
-    out.append(f"{caption.layout}: ✗ (reads {', '.join(reads)})")
-  return out
 
 
 def trained_judge_dir() -> Optional[str]:
@@ -166,7 +103,7 @@ class DemoModel:
     self.config = generator.config
     self.vocab = generator.vocab
     self.words = [w for w in self.vocab.words if w not in text_lib.RESERVED]
-    mnist_words = {w for tokens in _mnist_captions() for w in tokens}
+    mnist_words = {w for tokens in builder_captions() for w in tokens}
     # A model trained on MNIST-with-captions knows only the builder's words.
     self.mnist = "digit" in self.words and set(self.words) <= mnist_words
     self.judge, self.judge_note = self._load_judge(judge_mode, log)

@@ -38,6 +38,8 @@ delete that folder and run ``python -m text2pixel.judge --cache_dir text2pixel/j
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import json
 import os
 import sys
@@ -47,6 +49,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from datasets import mnist_captions
+from text2pixel import text as text_lib
 from text2pixel.errors import JudgeError
 
 DEFAULT_CACHE_DIR = os.path.join("workspace", "judge")
@@ -455,6 +458,94 @@ def main(argv: Sequence[str]) -> int:
 
 if __name__ == "__main__":
   sys.exit(main(sys.argv[1:]))
+
+
+# --- a typed caption: which captions the builder writes, and the verdict on samples for one --
+
+@dataclasses.dataclass(frozen=True)
+class MnistCaption:
+  relation: str
+  digits: Tuple[int, ...]
+
+  @property
+  def held_out(self) -> bool:
+    return mnist_captions.is_held_out(self.relation, self.digits)
+
+  @property
+  def layout(self) -> str:
+    return ", ".join(f"{d} {place}" for d, place in zip(self.digits, PLACES[self.relation]))
+
+
+@functools.lru_cache(maxsize=1)
+def builder_captions() -> Dict[Tuple[str, ...], MnistCaption]:
+  """Every caption the builder can write, by its tokens."""
+  table = {}
+  for relation in mnist_captions.RELATIONS:
+    slots = 2 if relation in mnist_captions.TWO_DIGIT else 1
+    for digits in itertools.product(range(10), repeat=slots):
+      caption = mnist_captions.caption_for(relation, digits)
+      table[tuple(text_lib.tokenize(caption))] = MnistCaption(relation, tuple(digits))
+  return table
+
+
+def mnist_caption(caption: str) -> Optional[MnistCaption]:
+  """The builder's (relation, digits) if it writes this caption (up to case and spacing)."""
+  return builder_captions().get(tuple(text_lib.tokenize(caption)))
+
+
+def judge_verdicts(judge, caption: MnistCaption, images: np.ndarray) -> List[str]:
+  """Per image the judge's verdict: "3 left, 5 right: ✓", or "...: ✗ (reads 8, blank)" saying
+  what it saw in each named place (a digit, "?" when unsure, or blank) and any ink elsewhere."""
+  details = judge_details(judge, images, [caption.relation] * len(images),
+                                    [caption.digits] * len(images))
+  out = []
+  for i in range(len(images)):
+    if details["correct"][i]:
+      out.append(f"{caption.layout}: ✓")
+      continue
+    reads = []
+    for slot in range(len(caption.digits)):
+      if details["region_ink"][i, slot] < MIN_INK:
+        reads.append("blank")
+      else:
+        unsure = "?" if details["confidence"][i, slot] < MIN_CONFIDENCE else ""
+        reads.append(f"{details['predicted'][i, slot]}{unsure}")
+    if details["stray_ink_fraction"][i] > MAX_STRAY_INK:
+      reads.append("ink elsewhere")
+    out.append(f"{caption.layout}: ✗ (reads {', '.join(reads)})")
+  return out
+
+
+def verdict_report(captions: Sequence[str], images: np.ndarray,
+                   judge: Optional[Judge] = None) -> List[str]:
+  """Lines for people: per caption the judge's verdict on each of its samples (images
+  [captions, samples, 32, 32]) and the fraction right overall; nothing if no caption is one the
+  builder writes (the judge knows only those)."""
+  parsed = [mnist_caption(c) for c in captions]
+  if not any(parsed):
+    return []
+  judge = judge or load_or_train_judge(log=lambda message: None)
+  lines, right, total = [], 0, 0
+  for caption, mnist, samples in zip(captions, parsed, images):
+    if mnist is None:
+      lines.append(f"judge: '{caption}' is not a caption the MNIST-with-captions builder writes")
+      continue
+    verdicts = judge_verdicts(judge, mnist, samples)
+    correct = int(judge_samples(judge, samples, [mnist.relation] * len(samples),
+                                [mnist.digits] * len(samples)).sum())
+    right, total = right + correct, total + len(samples)
+    held_out = ", a held-out combination" if mnist.held_out else ""
+    lines.append(f"judge: {correct}/{len(samples)} right for '{caption}'{held_out}")
+    lines += [f"  sample {i + 1}: {verdict}" for i, verdict in enumerate(verdicts)]
+  if total:
+    lines.append(f"judge: {right}/{total} samples right ({right / total:.0%})")
+  return lines
+
+
+# Where each named digit of a relation is, in the caption's order (verdicts name them so).
+PLACES = {"left": ("left", "right"), "right": ("right", "left"), "top": ("top", "bottom"),
+           "bottom": ("bottom", "top"), "top_left": ("top left",), "top_right": ("top right",),
+           "bottom_left": ("bottom left",), "bottom_right": ("bottom right",)}
 
 
 # --- judging a model while it trains ------------------------------------------------------------

@@ -32,6 +32,8 @@ flags.DEFINE_integer("seed", 0, "sampling seed: the same seed gives the same ima
 flags.DEFINE_integer("scale", 4, "upscaling of the pictures for viewing")
 flags.DEFINE_string("out_dir", "workspace/samples", "where the PNGs go")
 flags.DEFINE_boolean("attention", True, "also write one attention picture per caption")
+flags.DEFINE_boolean("judge", True, "print the digit judge's verdict on each sample of a caption "
+                     "the MNIST-with-captions builder writes (32x32 models only)")
 
 OUTPUTS = ("greedy_grid.png", "sample_grid.png", "beam_grid.png", "attention_*.png")
 
@@ -97,6 +99,10 @@ def main(argv):
                                            caption, scale=FLAGS.scale)
       path = pictures.save(picture, os.path.join(FLAGS.out_dir, f"attention_{i:03d}.png"))
       print(f"wrote {path}")
+  if FLAGS.judge and generator.config.image_side == 32:
+    from text2pixel import judge as judge_lib
+    for line in judge_lib.verdict_report(captions, result["images"]):
+      print(line)
   return 0
 
 
