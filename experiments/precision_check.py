@@ -135,7 +135,7 @@ def main():
 def float32_bits_per_dim(run_dir: str, data_dir: str, batches: int) -> float:
   """The run's latest checkpoint on the trainer's validation batches, computed in float32."""
   import tensorflow as tf
-  from text2pixel import model as model_lib, tfrecords, training
+  from text2pixel import metrics as metrics_lib, model as model_lib, tfrecords, training
   config, _, model = training.load_run(run_dir)  # float32: nothing sets a mixed policy here
   data = tfrecords.make_dataset(tfrecords.split_files(os.path.join(REPO, data_dir), "validation"),
                                 config.batch_size, config.image_side, config.max_caption_len,
@@ -143,7 +143,7 @@ def float32_bits_per_dim(run_dir: str, data_dir: str, batches: int) -> float:
   loss = tf.function(
       lambda b: model_lib.sequence_loss(model(b), b["image"], config.num_pixels))
   nats = [float(loss(batch)) for batch in data.take(batches)]
-  return float(model_lib.nats_to_bits_per_dim(sum(nats) / len(nats)))
+  return float(metrics_lib.nats_to_bits(sum(nats) / len(nats)))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from text2pixel import generation, pictures, text as text_lib
+from text2pixel import generation, metrics as metrics_lib, pictures, text as text_lib
 from text2pixel.judge import builder_captions, judge_verdicts, mnist_caption
 
 METHODS = (("sample (temperature)", "sample"), ("greedy", "greedy"), ("beam search", "beam"))
@@ -90,7 +90,7 @@ class Result:
   seconds: float
 
   def bits_per_dim(self) -> np.ndarray:
-    return -self.log_prob / (np.log(2.0) * self.images[0].size)
+    return metrics_lib.nats_to_bits(-self.log_prob / self.images[0].size)
 
 
 class DemoModel:

@@ -32,7 +32,6 @@ unconditional pixel LSTM.
 
 from __future__ import annotations
 
-import math
 from typing import Dict, NamedTuple, Optional, Tuple
 
 import tensorflow as tf
@@ -41,7 +40,6 @@ import tensorflow_addons as tfa
 from text2pixel.config import Config
 
 START_SYMBOL = 256  # id of the "previous pixel" before the first pixel (pixels are 0..255)
-LN2 = math.log(2.0)
 
 
 class PixelLSTMCell(tf.keras.layers.AbstractRNNCell):
@@ -620,9 +618,6 @@ def sequence_loss(logits: tf.Tensor, images: tf.Tensor, num_pixels: int,
     weights = tf.ones_like(targets, tf.float32)
   return tfa.seq2seq.sequence_loss(tf.cast(logits, tf.float32), targets, weights)
 
-
-def nats_to_bits_per_dim(nats_per_pixel):
-  return nats_per_pixel / LN2
 
 
 def build(config: Config, vocab_size: int) -> AlignPixelRNN:

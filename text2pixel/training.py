@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -25,7 +24,7 @@ import tensorflow as tf
 
 from text2pixel import config as config_lib
 from text2pixel import model as model_lib
-from text2pixel import judge as judge_lib, pictures, sampling, tfrecords
+from text2pixel import judge as judge_lib, metrics as metrics_lib, pictures, sampling, tfrecords
 from text2pixel.config import Config
 from text2pixel.errors import CheckpointError, DataError, OutputDirError, TrainingError
 
@@ -359,8 +358,8 @@ class Trainer:
     nats = total / count
     # In bits per image: a model that draws the named digits knows a few bits more than one
     # that ignores the caption (log2 of 10 per digit); early on this is the first sign of it.
-    caption_bits = gain / count * self.config.num_pixels / math.log(2)
-    return {"loss": nats, "bits_per_dim": float(model_lib.nats_to_bits_per_dim(nats)),
+    caption_bits = float(metrics_lib.nats_to_bits(gain / count * self.config.num_pixels))
+    return {"loss": nats, "bits_per_dim": float(metrics_lib.nats_to_bits(nats)),
             "caption_gain_bits_per_image": caption_bits}
 
   def validate(self, step: int) -> Dict[str, float]:
@@ -468,11 +467,11 @@ class Trainer:
         eta = (c.train_steps - step) / max(steps_per_sec, 1e-9)
         eta = min(eta, budget - float(self.train_seconds.numpy()))
         self.log(f"step {step}/{c.train_steps} loss {mean_loss:.4f} nats/px "
-                 f"({model_lib.nats_to_bits_per_dim(mean_loss):.3f} bits/dim) | "
+                 f"({metrics_lib.nats_to_bits(mean_loss):.3f} bits/dim) | "
                  f"{steps_per_sec:.2f} steps/s, {steps_per_sec * c.batch_size * c.num_pixels:,.0f}"
                  f" px/s | ETA {_minutes(eta)}")
         self._scalars("train", step, {
-            "loss": mean_loss, "bits_per_dim": model_lib.nats_to_bits_per_dim(mean_loss),
+            "loss": mean_loss, "bits_per_dim": metrics_lib.nats_to_bits(mean_loss),
             "learning_rate": float(self.optimizer.learning_rate.numpy()),
             "gradient_norm": float(norm), "steps_per_sec": steps_per_sec,
             "pixels_per_sec": steps_per_sec * c.batch_size * c.num_pixels,
