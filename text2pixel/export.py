@@ -32,6 +32,8 @@ from text2pixel.config import Config
 from text2pixel.errors import ConfigError, ModelFileError, OutputDirError
 from text2pixel.model import AlignPixelRNN
 
+# The ExportModule tf.functions saved as signatures (LoadedModel and TF Serving call these).
+SIGNATURES = ("sample", "greedy", "beam", "score", "score_ids", "log_likelihood", "metadata")
 INFO_FILE = "text2pixel.json"  # written into every export beside saved_model.pb
 
 
@@ -172,15 +174,7 @@ def export(model: AlignPixelRNN, vocab: text_lib.Vocabulary, config: Config, exp
   check_replaceable(export_dir)
   _disable_tfa_custom_kernels()
   module = ExportModule(model, vocab, config, beam_width)
-  signatures = {
-      "sample": module.sample.get_concrete_function(),
-      "greedy": module.greedy.get_concrete_function(),
-      "beam": module.beam.get_concrete_function(),
-      "score": module.score.get_concrete_function(),
-      "score_ids": module.score_ids.get_concrete_function(),
-      "log_likelihood": module.log_likelihood.get_concrete_function(),
-      "metadata": module.metadata.get_concrete_function(),
-  }
+  signatures = {name: getattr(module, name).get_concrete_function() for name in SIGNATURES}
   parent = os.path.dirname(os.path.abspath(export_dir))
   os.makedirs(parent, exist_ok=True)
   # A fresh temp directory of our own beside the target (same file system, so the renames

@@ -65,11 +65,6 @@ class _BeamSearchDecoder(tfa.seq2seq.BeamSearchDecoder):
     return dtype._replace(scores=tf.nest.map_structure(lambda _: tf.float32, dtype.scores))
 
 
-def _sequence_log_prob(logits: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
-  log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
-  return tf.reduce_sum(tf.gather(log_probs, tf.cast(ids, tf.int32), batch_dims=2), axis=1)
-
-
 def _alignments(state, model: AlignPixelRNN) -> Optional[tf.Tensor]:
   if model.config.conditioning != "attention":
     return None
@@ -133,7 +128,8 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
                                     end_token=START_SYMBOL)
   ids = outputs.sample_id
   images = tf.reshape(_images_from_ids(ids, side), [batch, samples, side, side])
-  log_prob = tf.reshape(_sequence_log_prob(outputs.rnn_output, ids), [batch, samples])
+  log_prob = tf.reshape(tf.reduce_sum(model.pixel_log_probs(outputs.rnn_output, ids), axis=1),
+                        [batch, samples])
   return _pack(images, log_prob, _alignments(final_state, model), batch, samples, pixels, words)
 
 

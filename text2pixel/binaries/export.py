@@ -27,7 +27,7 @@ def main(argv):
   export.check_replaceable(FLAGS.export_dir)  # before the model is loaded: nothing to lose yet
   config, vocab, model = training.load_run(FLAGS.run_dir)
   path = export.export(model, vocab, config, FLAGS.export_dir, beam_width=FLAGS.beam_width)
-  print(f"exported {FLAGS.run_dir} to {path} (signatures: sample, greedy, beam, score, metadata)")
+  print(f"exported {FLAGS.run_dir} to {path} (signatures: {', '.join(export.SIGNATURES)})")
   return 0
 
 
