@@ -33,7 +33,8 @@ CAPTION = "the digit 1 is at the top left of the image"
 # {tmp}/run_copy (a copy of the run), {tmp}/mine (a folder holding a file of the user's),
 # {tmp}/empty_run (a run without checkpoints), {tmp}/other_layout (config no longer fits its
 # checkpoints), {tmp}/broken_config (config.json is not JSON), {tmp}/other_vocab (a data set with
-# another vocabulary), {tmp}/diverged (a run whose latest weights are NaN), {tmp}/latin1.txt (a captions file that is not UTF-8).
+# another vocabulary), {tmp}/diverged (a run whose latest weights are NaN), {tmp}/latin1.txt
+# (a captions file that is not UTF-8).
 USER_ERRORS = [
     ("unknown preset", errors.ConfigError,
      [TRAIN, "--data_dir", "{data}", "--run_dir", "{tmp}/new_run", "--preset", "huge"],

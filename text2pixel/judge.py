@@ -493,11 +493,19 @@ def mnist_caption(caption: str) -> Optional[MnistCaption]:
   return builder_captions().get(tuple(text_lib.tokenize(caption)))
 
 
-def judge_verdicts(judge, caption: MnistCaption, images: np.ndarray) -> List[str]:
+def caption_details(judge, caption: MnistCaption, images: np.ndarray) -> Dict[str, np.ndarray]:
+  """judge_details for images that all illustrate one caption."""
+  return judge_details(judge, images, [caption.relation] * len(images),
+                       [caption.digits] * len(images))
+
+
+def judge_verdicts(judge, caption: MnistCaption, images: np.ndarray,
+                   details: Optional[Dict[str, np.ndarray]] = None) -> List[str]:
   """Per image the judge's verdict: "3 left, 5 right: ✓", or "...: ✗ (reads 8, blank)" saying
-  what it saw in each named place (a digit, "?" when unsure, or blank) and any ink elsewhere."""
-  details = judge_details(judge, images, [caption.relation] * len(images),
-                                    [caption.digits] * len(images))
+  what it saw in each named place (a digit, "?" when unsure, or blank) and any ink elsewhere.
+  ``details``: caption_details of these images, when the caller already has them."""
+  if details is None:
+    details = caption_details(judge, caption, images)
   out = []
   for i in range(len(images)):
     if details["correct"][i]:
@@ -530,9 +538,9 @@ def verdict_report(captions: Sequence[str], images: np.ndarray,
     if mnist is None:
       lines.append(f"judge: '{caption}' is not a caption the MNIST-with-captions builder writes")
       continue
-    verdicts = judge_verdicts(judge, mnist, samples)
-    correct = int(judge_samples(judge, samples, [mnist.relation] * len(samples),
-                                [mnist.digits] * len(samples)).sum())
+    details = caption_details(judge, mnist, samples)  # the classifier runs once per caption
+    verdicts = judge_verdicts(judge, mnist, samples, details)
+    correct = int(details["correct"].sum())
     right, total = right + correct, total + len(samples)
     held_out = ", a held-out combination" if mnist.held_out else ""
     lines.append(f"judge: {correct}/{len(samples)} right for '{caption}'{held_out}")

@@ -99,8 +99,8 @@ def main(argv):
                                            caption, scale=FLAGS.scale)
       path = pictures.save(picture, os.path.join(FLAGS.out_dir, f"attention_{i:03d}.png"))
       print(f"wrote {path}")
-  if FLAGS.judge and generator.config.image_side == 32:
-    from text2pixel import judge as judge_lib
+  from text2pixel import judge as judge_lib
+  if FLAGS.judge and generator.config.image_side == judge_lib.SIDE:
     for line in judge_lib.verdict_report(captions, result["images"]):
       print(line)
   return 0
