@@ -23,6 +23,9 @@ from text2pixel import errors, training
 from text2pixel.binaries import common
 from text2pixel.text import CaptionError
 
+# Its module-scoped fixtures are built once: every test of this file runs on one xdist worker.
+pytestmark = pytest.mark.xdist_group("bad_input")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN, SAMPLE, EXPORT, EVALUATE = (f"text2pixel.binaries.{b}" for b in
                                    ("train", "sample", "export", "evaluate"))

@@ -12,6 +12,9 @@ import pytest
 from datasets import coco
 from text2pixel import text as text_lib, tfrecords
 
+# Its module-scoped fixtures are built once: every test of this file runs on one xdist worker.
+pytestmark = pytest.mark.xdist_group("coco")
+
 WORDS = ("a man riding a horse on a beach near the sea with a dog and two birds in the sky "
          "over some trees while people watch").split()
 

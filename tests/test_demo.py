@@ -17,6 +17,9 @@ import demo_browser
 from datasets import mnist_captions
 from text2pixel import demo as demo_lib, judge as judge_lib
 
+# Its module-scoped fixtures are built once: every test of this file runs on one xdist worker.
+pytestmark = pytest.mark.xdist_group("demo")
+
 CAPTION = "the digit 3 is on the left of the digit 5"
 HELD_OUT = "the digit 5 is on the left of the digit 3"
 NO_KNOWN_WORD = "purple elephants"

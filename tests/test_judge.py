@@ -13,6 +13,9 @@ import tensorflow as tf
 from datasets import mnist_captions
 from text2pixel import judge as judge_lib
 
+# Its module-scoped fixtures are built once: every test of this file runs on one xdist worker.
+pytestmark = pytest.mark.xdist_group("judge")
+
 QUICK = judge_lib.JudgeSettings(num_train_digits=2_000, crops_per_digit=1, num_test_digits=500,
                                 epochs=1, batch_size=64)
 NUM_CANVASES = 500
