@@ -1,6 +1,7 @@
 """The model: causality, a real tiny training run whose loss falls, and exact resumption."""
 
 import json
+import math
 import os
 import re
 import signal
@@ -174,14 +175,13 @@ def _model_weights(checkpoint_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(mnist_captions_dir, tmp_path):
-  """A run killed at a random moment and restarted ends where an uninterrupted run of the same
-  length ends: the same losses on the way and the same weights."""
+  """A train binary killed (SIGKILL) at a random moment between checkpoints leaves a checkpoint
+  that a restart resumes from and trains on. (That a resumed run ends where an uninterrupted one
+  ends, weights and optimizer state alike, is test_resumed_run_equals_uninterrupted_run.)"""
   run_dir = str(tmp_path / "killed")
-  flags = lambda run: ["--preset", "tiny", "--data_dir", mnist_captions_dir, "--run_dir", run,
-                       "--checkpoint_every", "5", "--eval_every", "100000", "--sample_every",
-                       "100000", "--log_every", "5"]
-  binary = [sys.executable, "-m", "text2pixel.binaries.train"]
-  cmd = binary + flags(run_dir)
+  cmd = [sys.executable, "-m", "text2pixel.binaries.train", "--preset", "tiny", "--data_dir",
+         mnist_captions_dir, "--run_dir", run_dir, "--checkpoint_every", "5", "--eval_every",
+         "100000", "--sample_every", "100000", "--log_every", "5"]
   proc = subprocess.Popen(cmd + ["--train_steps", "100000"], cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   index = os.path.join(run_dir, "checkpoints", "checkpoint")
@@ -195,33 +195,21 @@ def test_killed_run_resumes_from_its_last_checkpoint(mnist_captions_dir, tmp_pat
   latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
   saved_step = int(latest.rsplit("-", 1)[1])
   assert saved_step >= 15
+  saved_weights = _model_weights(latest)
   reader = tf.train.load_checkpoint(latest)
-  rms_name = [n for n in reader.get_variable_to_shape_map() if "optimizer/_variables/1/" in n][0]
-  saved_slot = reader.get_tensor(rms_name)
+  assert any("optimizer/_variables/1/" in n for n in reader.get_variable_to_shape_map())
 
   resumed = subprocess.run(cmd + ["--train_steps", str(saved_step + 5)], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   match = re.search(r"resumed from .*ckpt-(\d+) at step (\d+)", resumed.stdout)
   assert match and int(match.group(2)) == saved_step, resumed.stdout
-  assert f"step {saved_step + 5}/{saved_step + 5}" in resumed.stdout
-  del saved_slot  # (read above only to be sure the killed run had saved optimizer state)
-
-  straight_dir = str(tmp_path / "straight")
-  straight = subprocess.run(binary + flags(straight_dir) + ["--train_steps", str(saved_step + 5)],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert straight.returncode == 0, straight.stdout + straight.stderr
-  loss_line = re.compile(r"step (\d+)/\d+ loss ([0-9.]+) nats/px")
-  resumed_losses = {int(s): float(l) for s, l in loss_line.findall(resumed.stdout)}
-  straight_losses = {int(s): float(l) for s, l in loss_line.findall(straight.stdout)}
-  assert saved_step + 5 in resumed_losses
-  for step, loss in resumed_losses.items():  # the steps after the restart
-    assert loss == pytest.approx(straight_losses[step], rel=1e-4), step
-  resumed_weights = _model_weights(os.path.join(run_dir, "checkpoints"))
-  straight_weights = _model_weights(os.path.join(straight_dir, "checkpoints"))
-  assert resumed_weights.keys() == straight_weights.keys() and len(resumed_weights) > 5
-  for name, value in straight_weights.items():
-    np.testing.assert_allclose(resumed_weights[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+  final = re.search(rf"step {saved_step + 5}/{saved_step + 5} loss ([0-9.]+) nats/px",
+                    resumed.stdout)
+  assert final and 0 < float(final.group(1)) < math.log(256), resumed.stdout
+  trained = _model_weights(os.path.join(run_dir, "checkpoints"))
+  assert trained.keys() == saved_weights.keys() and len(trained) > 5
+  assert any(not np.array_equal(trained[n], saved_weights[n]) for n in trained)
 
 
 def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(

@@ -20,6 +20,7 @@ only core TF ops and loads where tensorflow_addons is not installed (TF Serving)
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -220,22 +221,42 @@ class LoadedModel:
                            "; text2pixel-export writes both)")
     if not os.path.isdir(os.path.join(export_dir, "variables")):
       raise ModelFileError(f"{export_dir} is an incomplete export (no variables/ folder)")
-    from google.protobuf.message import DecodeError
-    try:
-      self.module = tf.saved_model.load(export_dir)
-      meta = {k: v.numpy() for k, v in self.module.signatures["metadata"]().items()}
-    except (OSError, KeyError, DecodeError, tf.errors.OpError) as error:  # damaged or foreign
-      first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-      raise ModelFileError(f"{export_dir} is a damaged or foreign SavedModel ({first_line[:300]})"
-                           ) from None
+    # Config and vocabulary come from the small JSON beside the SavedModel, so captions can be
+    # checked (and a mistyped one reported) in a second; the SavedModel itself, whose load takes
+    # tens of seconds, is loaded on first use and must agree with the JSON.
+    self.export_dir = export_dir
     from text2pixel import config as config_lib
+    info_path = os.path.join(export_dir, INFO_FILE)
     try:
-      self.config = config_lib.from_json(meta["config_json"].decode())
+      with open(info_path, encoding="utf-8") as f:
+        info = json.load(f)
+      self.config = config_lib.from_json(json.dumps(info["config"]))
+      self.vocab = text_lib.Vocabulary(info["vocabulary"])
+      self.beam_width = int(info["beam_width"])
+    except (ValueError, KeyError, TypeError) as error:  # not JSON, or not this project's fields
+      raise ModelFileError(f"{info_path} is damaged ({type(error).__name__}: "
+                           f"{str(error)[:200]})") from None
     except ConfigError as error:
       raise ModelFileError(f"{export_dir} holds a config this version cannot use ({error})"
                            ) from None
-    self.vocab = text_lib.Vocabulary([w.decode() for w in meta["vocabulary"]])
-    self.beam_width = int(meta["beam_width"])
+
+  @functools.cached_property
+  def module(self):
+    """The loaded SavedModel (loaded on first use)."""
+    from google.protobuf.message import DecodeError
+    try:
+      module = tf.saved_model.load(self.export_dir)
+      meta = {k: v.numpy() for k, v in module.signatures["metadata"]().items()}
+    except (OSError, KeyError, DecodeError, tf.errors.OpError) as error:  # damaged or foreign
+      first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+      raise ModelFileError(f"{self.export_dir} is a damaged or foreign SavedModel "
+                           f"({first_line[:300]})") from None
+    from text2pixel import config as config_lib
+    if [w.decode() for w in meta["vocabulary"]] != self.vocab.words or \
+        config_lib.from_json(meta["config_json"].decode()) != self.config:
+      raise ModelFileError(f"{self.export_dir}: {INFO_FILE} does not describe the SavedModel "
+                           "beside it (its vocabulary or config differ); export again")
+    return module
 
   def generate(self, captions, method: str, num_samples: int = 1, temperature: float = 1.0,
                seed: int = 0):
