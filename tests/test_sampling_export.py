@@ -12,6 +12,9 @@ import tensorflow as tf
 
 from text2pixel import errors, export, generation, sampling, text as text_lib, tfrecords, training
 
+# Its module-scoped fixtures are built once: every test of this file runs on one xdist worker.
+pytestmark = pytest.mark.xdist_group("export")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTIONS = ["the digit 3 is on the left of the digit 5", "the digit 7 is at the top left of the image"]
 
