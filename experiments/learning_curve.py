@@ -38,7 +38,7 @@ def main():
   import numpy as np
   import tensorflow as tf
   from text2pixel import config as config_lib, judge as judge_lib, model as model_lib, pictures
-  from text2pixel import sampling, tfrecords
+  from text2pixel import sampling, tfrecords, training
   from text2pixel.text import Vocabulary
 
   config = config_lib.load(os.path.join(args.run_dir, "config.json"))
@@ -64,8 +64,8 @@ def main():
     name = os.path.basename(path)
     if name in rows:
       continue
-    tf.train.Checkpoint(model=model, step=step_var, train_seconds=seconds_var).restore(
-        path).expect_partial()
+    tf.train.Checkpoint(step=step_var, train_seconds=seconds_var).restore(path).expect_partial()
+    training.restore_model(model, config, path)  # the weights' average where the run keeps one
     row = {"checkpoint": name, "step": int(step_var.numpy()),
            "hours": float(seconds_var.numpy()) / 3600}
     for split, data in splits.items():

@@ -282,7 +282,8 @@ tf.config.set_logical_device_configuration(
 from text2pixel import config as config_lib, training
 data_dir, out = sys.argv[1], sys.argv[2]
 config = config_lib.get_preset("tiny").replace(train_steps=4, eval_every=100000,
-                                               sample_every=100000, log_every=100000)
+                                               sample_every=100000, log_every=100000,
+                                               ema_decay=0.5)
 runs = {}
 for strategy in ("mirrored", "default"):
   trainer = training.Trainer(config, data_dir, out + "/" + strategy, strategy,
@@ -292,6 +293,7 @@ for strategy in ("mirrored", "default"):
   losses = [float(trainer.train_step(trainer.train_iterator)[0]) for _ in range(4)]
   runs[strategy] = {"replicas": trainer.strategy.num_replicas_in_sync, "initial": initial,
                     "weights": [w.numpy().tolist() for w in trainer.model.weights],
+                    "averages": [a.numpy().tolist() for a in trainer.average.averages],
                     "losses": losses}
 print(json.dumps(runs))
 """
@@ -300,7 +302,7 @@ print(json.dumps(runs))
 @pytest.mark.slow
 def test_mirrored_training_on_two_cpu_devices_equals_one_device(mnist_captions_dir, tmp_path):
   """--strategy mirrored over two logical CPU devices (each replica half of the global batch):
-  4 steps of the real train step give the one-device run's losses and weights."""
+  4 steps of the real train step give the one-device run's losses, weights and weight average."""
   result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, mnist_captions_dir,
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -315,3 +317,53 @@ def test_mirrored_training_on_two_cpu_devices_equals_one_device(mnist_captions_d
                                     default["weights"]):
     np.testing.assert_array_equal(start_a, start_b)  # the same seeded start
     np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6)
+  for a, b in zip(mirrored["averages"], default["averages"]):  # the weights' moving average
+    np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6)
+
+
+# --- the weights' moving average (ema_decay) ----------------------------------------------------
+
+def test_a_restart_turns_on_the_moving_average_which_follows_its_formula(
+    tiny_run_dir, mnist_captions_dir, tmp_path):
+  """ema_decay may be turned on for a run trained without it: the average starts at the restored
+  weights, follows a <- d_t a + (1 - d_t) w with d_t = min(decay, (1+t)/(10+t)) (numpy, float64,
+  from the weights after each real step), is checkpointed, and is what load_run (so sampling,
+  evaluation and export) and the validation's weights hold; the weights as trained go on."""
+  run_dir = str(tmp_path / "run")
+  shutil.copytree(tiny_run_dir, run_dir)
+  tiny = config_lib.get_preset("tiny")
+  config = training.resolve_run_config(run_dir, tiny.replace(ema_decay=0.9, train_steps=63),
+                                       {"ema_decay": 0.9, "train_steps": 63}, "tiny")
+  assert config.ema_decay == 0.9
+  lines = []
+  trainer = training.Trainer(config, mnist_captions_dir, run_dir, log=lines.append)
+  start = trainer.restore()
+  assert start == 60 and any("moving average (ema_decay=0.9) starts here" in l for l in lines)
+  weights = trainer.model.trainable_variables
+  expected = [w.numpy().astype(np.float64) for w in weights]
+  for a, e in zip(trainer.average.averages, expected):
+    np.testing.assert_array_equal(a.numpy(), e)
+  for t in range(start, start + 3):
+    trainer.train_step(trainer.train_iterator)
+    trainer.step.assign_add(1)
+    decay = min(0.9, (1 + t) / (10 + t))
+    expected = [decay * e + (1 - decay) * w.numpy() for e, w in zip(expected, weights)]
+  trained = [w.numpy() for w in weights]
+  for a, e, w in zip(trainer.average.averages, expected, trained):
+    np.testing.assert_allclose(a.numpy(), e, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(a.numpy(), w)  # an average, not the latest weights
+  with trainer.shown_weights():
+    for a, w in zip(trainer.average.averages, weights):
+      np.testing.assert_array_equal(w.numpy(), a.numpy())
+  for w, value in zip(weights, trained):  # the weights as trained are back for the next step
+    np.testing.assert_array_equal(w.numpy(), value)
+  trainer.save()
+  assert training.checkpoint_has(tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")),
+                                 training.AVERAGE_KEY)
+  _, _, loaded = training.load_run(run_dir)
+  for w, a in zip(loaded.trainable_variables, trainer.average.averages):
+    np.testing.assert_array_equal(w.numpy(), a.numpy())
+  resumed = training.Trainer(config, mnist_captions_dir, run_dir, log=lambda *_: None)
+  assert resumed.restore() == 63
+  for a, b in zip(resumed.average.averages, trainer.average.averages):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -43,6 +43,10 @@ class Config:
   seed: int = 1234
   nonfinite: str = "stop"         # a NaN/Inf loss or gradient: stop (keep last checkpoint) | skip
   max_consecutive_nonfinite: int = 20  # skip mode stops after this many non-finite steps in a row
+  # Extension: validation, samples and exports use an exponential moving average of the weights
+  # with this decay (0 = off, the paper: the weights as trained). It does not change training,
+  # so a restart may turn it on. See training.WeightAverage.
+  ema_decay: float = 0.0
 
   # --- bookkeeping --------------------------------------------------------------------------
   log_every: int = 50
@@ -88,7 +92,7 @@ class Config:
 RESUMABLE_CHANGES = ("train_steps", "max_train_minutes", "log_every", "checkpoint_every",
                      "keep_checkpoints", "eval_every", "eval_batches", "sample_every",
                      "num_sample_captions", "nonfinite", "max_consecutive_nonfinite",
-                     "pixel_loop", "jit_compile", "judge_captions", "judge_samples")
+                     "pixel_loop", "jit_compile", "judge_captions", "judge_samples", "ema_decay")
 
 
 PRESETS: Dict[str, Config] = {
@@ -144,6 +148,8 @@ def validate(config: Config) -> Config:
       config.above_context > config.image_side:
     raise ConfigError(f"above_context must be 0 or an odd number <= image_side, got "
                       f"{config.above_context}")
+  if not 0.0 <= config.ema_decay < 1.0:
+    raise ConfigError(f"ema_decay must be in [0, 1) (0 turns it off), got {config.ema_decay}")
   if config.judge_captions < 0:
     raise ConfigError("judge_captions must be >= 0 (0 turns the judge off)")
   if config.position_embedding_dim < 0:

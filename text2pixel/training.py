@@ -4,7 +4,8 @@ A run directory holds everything a run needs to be continued, reloaded or export
   config.json           the resolved Config (a restart checks the flags against it)
   run.json              the preset the run was started from (a restart checks it too)
   vocab.json            the data set's vocabulary (copied, so the run stands alone)
-  checkpoints/          model, optimizer slots, step, training-data iterator, RNG (last N kept)
+  checkpoints/          model, optimizer slots, step, training-data iterator, RNG, and the
+                        weights' moving average if ema_decay is set (last N kept)
   train/, validation/   TensorBoard event files
   samples/              sample grids and attention pictures written during training
 """
@@ -126,6 +127,67 @@ def resolve_run_config(run_dir: str, requested: Config, explicit: Dict,
                           if k in config_lib.RESUMABLE_CHANGES})
 
 
+AVERAGE_KEY = "averaged_weights"  # the moving average's name in a checkpoint
+
+
+class WeightAverage:
+  """An exponential moving average of the model's trainable weights (``ema_decay``).
+
+  After every update a <- d_t a + (1 - d_t) w with d_t = min(decay, (1 + t) / (10 + t)) for the
+  t-th update (the warm-up keeps the first steps' average from being mostly the initial weights).
+  At a constant learning rate the weights circle around a better point; their average sits
+  nearer it. Validation, samples, exports and every binary that loads the run use the average.
+  """
+
+  def __init__(self, variables: List[tf.Variable], decay: float):
+    self.decay = decay
+    self.sources = list(variables)
+    # ONLY_FIRST_REPLICA: every replica computes the same value (weights are kept in sync), and
+    # the update may run in replica context.
+    self.averages = [tf.Variable(tf.identity(v), trainable=False, name=f"average_{i}",
+                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                     for i, v in enumerate(self.sources)]
+
+  def update(self, num_updates: tf.Tensor) -> None:
+    t = tf.cast(num_updates, tf.float32)
+    decay = tf.minimum(self.decay, (1.0 + t) / (10.0 + t))
+    for average, source in zip(self.averages, self.sources):
+      average.assign(decay * average + (1.0 - decay) * tf.cast(source, tf.float32))
+
+  def reset(self) -> None:
+    """The average starts at the current weights (a run that turns ema_decay on mid-way)."""
+    for average, source in zip(self.averages, self.sources):
+      average.assign(source)
+
+  @contextlib.contextmanager
+  def swapped_in(self):
+    """The model holds the averaged weights for the block, its own weights again after it."""
+    kept = [v.numpy() for v in self.sources]
+    for average, source in zip(self.averages, self.sources):
+      source.assign(average)
+    try:
+      yield
+    finally:
+      for value, source in zip(kept, self.sources):
+        source.assign(value)
+
+
+def checkpoint_has(path: str, key: str) -> bool:
+  return any(name.startswith(key + "/")
+             for name in tf.train.load_checkpoint(path).get_variable_to_shape_map())
+
+
+def restore_model(model, config: Config, path: str) -> None:
+  """The model's weights from checkpoint ``path``: its moving average where the run keeps one
+  (what validation, samples and exports show), else the weights as trained."""
+  restore_checked(tf.train.Checkpoint(model=model), path, partial=True)
+  if config.ema_decay and checkpoint_has(path, AVERAGE_KEY):
+    # The checkpoint's averages, listed in the model's own variable order, restore straight
+    # into the model's variables.
+    tf.train.Checkpoint(**{AVERAGE_KEY: list(model.trainable_variables)}).restore(
+        path).expect_partial().assert_existing_objects_matched()
+
+
 class Trainer:
   """Builds everything under a strategy and trains; ``train()`` returns the final metrics."""
 
@@ -199,6 +261,8 @@ class Trainer:
       self.nonfinite_skipped = tf.Variable(0, dtype=tf.int64, trainable=False)
       # Training time so far, checkpointed: max_train_minutes bounds the whole run, not one start.
       self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+      self.average = (WeightAverage(self.model.trainable_variables, config.ema_decay)
+                      if config.ema_decay else None)
 
     # A resumed run continues the same data stream: the checkpoint holds the data iterator where
     # tf.distribute can save it; under multi_worker, or mirrored over several devices (its
@@ -212,6 +276,9 @@ class Trainer:
     if self.iterator_in_checkpoint:
       self.train_iterator = iterator
       tracked["train_iterator"] = self.train_iterator
+    if self.average:
+      tracked[AVERAGE_KEY] = self.average.averages
+    self.tracked = tracked
     self.checkpoint = tf.train.Checkpoint(**tracked)
     checkpoint_dir = self.checkpoint_dir = os.path.join(run_dir, "checkpoints")
     if not self.chief:  # other workers write to a scratch copy that is thrown away
@@ -240,7 +307,7 @@ class Trainer:
   def _build_step_functions(self):
     c = self.config
     model, optimizer, strategy = self.model, self.optimizer, self.strategy
-    pixels = c.num_pixels
+    average, step_counter = self.average, self.step
 
     def per_example_nll(batch, logits):
       # Mean nats per pixel of each image (the weighted sequence cross-entropy of section 6).
@@ -274,6 +341,8 @@ class Trainer:
         grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
       optimizer.apply_gradients(zip(grads, model.trainable_variables),
                                 skip_gradients_aggregation=True)
+      if average:
+        average.update(step_counter)
       applied = finite
       return loss, norm, applied
 
@@ -289,13 +358,14 @@ class Trainer:
     @tf.function
     def eval_step(batch):
       def replica(batch):
-        nll = per_example_nll(batch, model(batch, training=False))
         # The same images under another image's caption (the batch's captions rolled by one):
         # how many nats per pixel the true caption is worth. Computed alike for every model,
         # so that it comes out 0 for one that ignores the caption rather than being set to 0.
-        mismatched = dict(batch, caption_ids=tf.roll(batch["caption_ids"], 1, axis=0),
-                          caption_len=tf.roll(batch["caption_len"], 1, axis=0))
-        mismatched_nll = per_example_nll(batch, model(mismatched, training=False))
+        # Both halves go through the model as one batch of twice the size: the pixel loop's
+        # cost hardly grows with the batch, and it is traced once.
+        both = {key: tf.concat([value, tf.roll(value, 1, axis=0) if key.startswith("caption")
+                                else value], axis=0) for key, value in batch.items()}
+        nll, mismatched_nll = tf.split(per_example_nll(both, model(both, training=False)), 2)
         return (tf.reduce_sum(nll), tf.reduce_sum(mismatched_nll - nll),
                 tf.cast(tf.shape(batch["image"])[0], tf.float32))
       total, gain, count = strategy.run(replica, args=(batch,))
@@ -308,7 +378,6 @@ class Trainer:
       return call
     self.train_step = under_policy(train_step)
     self.eval_step = under_policy(eval_step)
-    del pixels
 
   # --- the loop -----------------------------------------------------------------------------
 
@@ -325,7 +394,14 @@ class Trainer:
   def restore(self) -> int:
     # Every worker restores the chief's checkpoint (the others only ever write scratch copies).
     latest = tf.train.latest_checkpoint(self.checkpoint_dir)
-    if latest:
+    if latest and self.average and not checkpoint_has(latest, AVERAGE_KEY):
+      # ema_decay turned on for a run that had none: the average starts here.
+      restore_checked(tf.train.Checkpoint(**{k: v for k, v in self.tracked.items()
+                                             if k != AVERAGE_KEY}), latest)
+      self.average.reset()
+      self.log(f"resumed from {latest} at step {int(self.step.numpy())}; the weights' moving "
+               f"average (ema_decay={self.config.ema_decay}) starts here")
+    elif latest:
       restore_checked(self.checkpoint, latest)
       self.log(f"resumed from {latest} at step {int(self.step.numpy())}")
     step = int(self.step.numpy())
@@ -339,10 +415,16 @@ class Trainer:
       shutil.rmtree(self.manager.directory, ignore_errors=True)
     return path
 
+  def shown_weights(self):
+    """The weights validation, samples and exports show: the moving average if the run keeps
+    one, else the weights as trained."""
+    return self.average.swapped_in() if self.average else contextlib.nullcontext()
+
   def evaluate(self, max_batches: Optional[int] = None) -> Dict[str, float]:
-    """Mean validation NLL; with max_batches, exactly that many batches of a repeated stream,
-    so that under multi_worker every worker runs the same number of collective steps."""
-    with self._policy():
+    """Mean validation NLL (of the shown weights); with max_batches, exactly that many batches
+    of a repeated stream, so that under multi_worker every worker runs the same number of
+    collective steps."""
+    with self._policy(), self.shown_weights():
       return self._evaluate(max_batches)
 
   def _evaluate(self, max_batches: Optional[int]) -> Dict[str, float]:
@@ -372,7 +454,7 @@ class Trainer:
     probe = self._judge_probe()
     if probe is not None:
       started = time.time()
-      with self._policy():
+      with self._policy(), self.shown_weights():
         metrics.update(probe())
       seconds = time.time() - started
       line += (f"; judge: {metrics['judge_accuracy']:.1%} of samples right for validation "
@@ -513,7 +595,7 @@ class Trainer:
 
   def write_samples(self, step: int):
     """Samples for fixed validation captions, as a grid and attention pictures (TensorBoard)."""
-    with self._policy():
+    with self._policy(), self.shown_weights():
       return self._write_samples(step)
 
   def _write_samples(self, step: int):
@@ -565,7 +647,8 @@ def _check_run_dir(run_dir: str) -> None:
 
 
 def load_run(run_dir: str):
-  """(config, vocabulary, model restored from the latest checkpoint) of a training run."""
+  """(config, vocabulary, model restored from the latest checkpoint) of a training run; the
+  model holds the weights' moving average where the run keeps one (restore_model)."""
   from text2pixel.text import Vocabulary
   config_path = os.path.join(run_dir, "config.json")
   if not os.path.exists(config_path):
@@ -581,7 +664,7 @@ def load_run(run_dir: str):
   latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
   if not latest:
     raise TrainingError(f"{run_dir} has no checkpoint yet")
-  restore_checked(tf.train.Checkpoint(model=model), latest, partial=True)
+  restore_model(model, config, latest)
   diverged = [v.name for v in model.weights if not np.all(np.isfinite(v.numpy()))]
   if diverged:  # sampling from NaN logits fails deep inside the decoder, far from the cause
     raise CheckpointError(f"{latest} holds non-finite weights ({', '.join(diverged[:3])}"
