@@ -60,13 +60,13 @@ class Config:
   # At every validation the digit judge scores samples for the first judge_captions validation
   # captions and as many held-out ones, judge_samples each (MNIST-with-captions at 32x32 only;
   # 0 turns it off): validation/judge_accuracy[_heldout]. 50 x 4 samples per split cost ~5 s
-  # per validation at cpu_small (WORKSPACE.md "The digit judge while training").
+  # per validation at cpu_small (experiments/NOTEBOOK.md, the judge's cost while training).
   judge_captions: int = 50
   judge_samples: int = 4
 
   # --- speed --------------------------------------------------------------------------------
   mixed_precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
-  jit_compile: bool = False        # XLA; measured 12x slower on a 2-core CPU (WORKSPACE.md)
+  jit_compile: bool = False        # XLA: 12x slower on a 2-core CPU (experiments/NOTEBOOK.md)
   # The teacher-forced training loop: "fused" runs all pixels in one C++ op (text2pixel/kernels),
   # "graph" in TensorFlow ops. Both compute the same function (tests compare them).
   pixel_loop: str = "fused"
@@ -99,7 +99,7 @@ PRESETS: Dict[str, Config] = {
     # The paper's model and optimiser, as stated in its section 6.
     "paper": Config(),
     # Sized by measurement for 30 minutes of a 2-core CPU (the time bound, not train_steps, ends
-    # it); see WORKSPACE.md ("cpu_small") for the numbers behind these sizes. Batch 16, the
+    # it); experiments/NOTEBOOK.md ("cpu_small") has the numbers behind these sizes. Batch 16, the
     # paper's: the per-pixel loop costs nearly as much at 16 as at 32, and more updates won.
     "cpu_small": Config(
         word_embedding_dim=64, encoder_units=64, pixel_embedding_dim=32, decoder_units=128,

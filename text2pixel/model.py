@@ -21,7 +21,7 @@ Teacher forcing for training computes the same function faster than
 running that cell step by step (:meth:`AlignPixelRNN.logits_stepwise`, kept as the reference the
 tests compare against): the input part of the LSTM pre-activations for all pixels before the
 loop, and the gradients of W_rec and W_c as one matrix product each after it, instead of
-per-step outer products summed inside the backward loop (WORKSPACE.md, "Benchmarks").
+per-step outer products summed inside the backward loop (experiments/NOTEBOOK.md, "Benchmarks").
 Under mixed precision the LSTM gates and cell state, eqs. 7-9 and the softmax of eq. 5 stay
 float32; the matrix products run in the compute dtype.
 
