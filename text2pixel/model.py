@@ -32,7 +32,7 @@ unconditional pixel LSTM.
 
 from __future__ import annotations
 
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Optional
 
 import tensorflow as tf
 import tensorflow_addons as tfa
@@ -611,13 +611,14 @@ class AlignPixelRNN(tf.keras.Model):
 
 
 def sequence_loss(logits: tf.Tensor, images: tf.Tensor, num_pixels: int,
-                  weights: Optional[tf.Tensor] = None) -> tf.Tensor:
-  """Weighted sequence cross-entropy (section 6), mean nats per pixel over the batch."""
+                  weights: Optional[tf.Tensor] = None, per_image: bool = False) -> tf.Tensor:
+  """Weighted sequence cross-entropy (section 6): mean nats per pixel over the batch, or of each
+  image ([batch]) with ``per_image`` (what the trainer averages over its replicas)."""
   targets = tf.reshape(tf.cast(images, tf.int32), [-1, num_pixels])
   if weights is None:
     weights = tf.ones_like(targets, tf.float32)
-  return tfa.seq2seq.sequence_loss(tf.cast(logits, tf.float32), targets, weights)
-
+  return tfa.seq2seq.sequence_loss(tf.cast(logits, tf.float32), targets, weights,
+                                   average_across_batch=not per_image)
 
 
 def build(config: Config, vocab_size: int) -> AlignPixelRNN:

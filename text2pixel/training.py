@@ -310,8 +310,7 @@ class Trainer:
     average, step_counter = self.average, self.step
 
     def per_example_nll(batch, logits):
-      # Mean nats per pixel of each image (the weighted sequence cross-entropy of section 6).
-      return -tf.reduce_mean(model.pixel_log_probs(logits, batch["image"]), axis=1)
+      return model_lib.sequence_loss(logits, batch["image"], c.num_pixels, per_image=True)
 
     loss_scaled = c.mixed_precision == "mixed_float16"
 
@@ -507,7 +506,7 @@ class Trainer:
     while int(self.step.numpy()) < c.train_steps and not self.stop_requested:
       try:
         loss, norm, applied = self.train_step(self.train_iterator)
-      except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+      except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
         bad = tfrecords.find_corrupt_files(self.train_files)
         if bad:
           raise tfrecords.DataError(f"corrupt or truncated TFRecord file(s): {', '.join(bad)}")
