@@ -96,7 +96,7 @@ def apply_thread_flags(args) -> str:
   """Sets the thread pools as the binaries do; returns a label for the report."""
   if args.tf_default_threads:
     return "tf-default threads"
-  from text2pixel.binaries.common import configure_threads
+  from text2pixel.threads import configure_threads
   configure_threads(args.intra_op_threads, args.inter_op_threads)
   import os
   return f"threads {args.intra_op_threads}x{args.inter_op_threads or os.cpu_count()}"

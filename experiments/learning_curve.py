@@ -33,7 +33,7 @@ def main():
   parser.add_argument("--every", type=int, default=1, help="judge every k-th kept checkpoint")
   args = parser.parse_args()
 
-  from text2pixel.binaries.common import configure_threads
+  from text2pixel.threads import configure_threads
   configure_threads(1, 0)
   import numpy as np
   import tensorflow as tf

@@ -73,7 +73,7 @@ def main():
     with open(result_path) as f:
       results[seed, name] = json.load(f)
 
-  from text2pixel.binaries.common import configure_threads
+  from text2pixel.threads import configure_threads
   configure_threads()  # before the float32 evaluations below start TensorFlow in this process
   float32_eval = {key: float32_bits_per_dim(run_dirs[key], args.data_dir, args.eval_batches)
                   for key in runs}

@@ -32,7 +32,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  from text2pixel.binaries.common import configure_threads
+  from text2pixel.threads import configure_threads
   configure_threads(0, 0)
   import numpy as np
   import tensorflow as tf

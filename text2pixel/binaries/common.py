@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 from absl import flags
 
 from text2pixel.errors import OutputDirError, UsageError, UserError
+from text2pixel.threads import configure_threads
 from text2pixel.text import CaptionError
 
 # The project's own error types (text2pixel/errors.py, and CaptionError next to the tokenizer).
@@ -22,22 +23,11 @@ from text2pixel.text import CaptionError
 USER_ERRORS = (UserError, CaptionError)
 
 
-# Measured (benchmarks/train_throughput.py, WORKSPACE.md "Benchmarks"): the pixel loop's ops are
-# small, so on a CPU one thread per op and as many ops in parallel as cores beats TF's default of
-# every op spreading over all cores (paper float32 step 4.11 s -> 2.82 s on 2 cores).
+# Why one thread per op: text2pixel/threads.py.
 flags.DEFINE_integer("intra_op_threads", 1, "threads one op may use (0: TensorFlow's default)")
 flags.DEFINE_integer("inter_op_threads", 0, "ops run in parallel (0: one per CPU core)")
 
 
-def configure_threads(intra_op_threads: int = 1, inter_op_threads: int = 0) -> None:
-  """Sets TensorFlow's CPU thread pools; must run before TensorFlow executes its first op."""
-  import tensorflow as tf
-  try:
-    if intra_op_threads:
-      tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-    tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads or os.cpu_count() or 1)
-  except RuntimeError:  # the runtime is already up (e.g. called twice in one process)
-    print("warning: TensorFlow already started; thread settings unchanged", file=sys.stderr)
 
 
 def run_main(main, argv, check_flags: Optional[Callable[[], None]] = None) -> int:

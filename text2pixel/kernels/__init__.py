@@ -18,7 +18,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import sysconfig
 from typing import NamedTuple, Optional
 
 import tensorflow as tf
