@@ -1,7 +1,9 @@
-"""Shared by the benchmark scripts: a synthetic batch, timing, and the two output lines."""
+"""Shared by the benchmark scripts: the thread and --compare flags, a synthetic batch, timing, and
+the two output lines."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -12,27 +14,34 @@ import tempfile
 import time
 
 import numpy as np
-
+from absl import flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# --intra_op_threads and --inter_op_threads are the binaries' own flags, imported for their
+# definitions rather than defined again: absl refuses a flag name defined twice in one process.
+importlib.import_module("text2pixel.binaries.common")
 
-def add_compare_flags(parser) -> None:
-  parser.add_argument("--compare", default="",
-                      help="a git revision: run this same benchmark on that commit's code too, in "
-                      "this call, alternating, and print new/old ratios")
-  parser.add_argument("--rounds", type=int, default=2, help="with --compare: alternations")
-  parser.add_argument("--code_root", default=REPO, help=argparse_suppress())
+flags.DEFINE_boolean("tf_default_threads", False,
+                     "leave TensorFlow's thread pools alone (the 'before' numbers)")
+FLAGS = flags.FLAGS
+
+# The shared flags a script lists in its --helpshort (flags.declare_key_flag each).
+THREAD_FLAGS = ("intra_op_threads", "inter_op_threads", "tf_default_threads")
+COMPARE_FLAGS = ("compare", "rounds")  # not --code_root: --compare sets it for its subprocesses
 
 
-def argparse_suppress():
-  import argparse
-  return argparse.SUPPRESS
+def define_compare_flags() -> None:
+  """--compare and its companions, for a script that supports them (train_throughput.py)."""
+  flags.DEFINE_string("compare", "", "a git revision: run this same benchmark on that commit's "
+                      "code too, in this call, alternating, and print new/old ratios")
+  flags.DEFINE_integer("rounds", 2, "with --compare: alternations")
+  flags.DEFINE_string("code_root", REPO, "internal: the source tree to import (set by --compare)")
 
 
-def use_code_root(args) -> None:
+def use_code_root() -> None:
   """Makes ``import text2pixel`` load the tree at --code_root (a worktree of another commit)."""
-  root = os.path.abspath(args.code_root)
+  root = os.path.abspath(FLAGS.code_root)
   sys.path.insert(0, root)
   for name in [m for m in sys.modules if m.split(".")[0] in ("text2pixel", "datasets")]:
     del sys.modules[name]
@@ -54,8 +63,13 @@ def compare(script: str, argv, revision: str, rounds: int, key: str, higher_is_b
   alternating for ``rounds`` rounds, and reports each benchmark line's new/old speed ratio."""
   old_root = worktree(revision)
   argv = list(argv)
-  i = argv.index("--compare")
-  del argv[i:i + 2]
+  for i, arg in enumerate(argv):  # absl takes both --compare REV and --compare=REV
+    if arg == "--compare":
+      del argv[i:i + 2]
+      break
+    if arg.startswith("--compare="):
+      del argv[i]
+      break
   results = {"new": [], "old": []}
   for round_ in range(rounds):
     for label, root in (("old", old_root), ("new", REPO)):
@@ -85,21 +99,13 @@ def compare(script: str, argv, revision: str, rounds: int, key: str, higher_is_b
            key=key, rounds=rounds, **what)
 
 
-def add_thread_flags(parser) -> None:
-  parser.add_argument("--intra_op_threads", type=int, default=1)
-  parser.add_argument("--inter_op_threads", type=int, default=0, help="0: one per CPU core")
-  parser.add_argument("--tf_default_threads", action="store_true",
-                      help="leave TensorFlow's thread pools alone (the 'before' numbers)")
-
-
-def apply_thread_flags(args) -> str:
+def apply_thread_flags() -> str:
   """Sets the thread pools as the binaries do; returns a label for the report."""
-  if args.tf_default_threads:
+  if FLAGS.tf_default_threads:
     return "tf-default threads"
   from text2pixel.threads import configure_threads
-  configure_threads(args.intra_op_threads, args.inter_op_threads)
-  import os
-  return f"threads {args.intra_op_threads}x{args.inter_op_threads or os.cpu_count()}"
+  configure_threads(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
+  return f"threads {FLAGS.intra_op_threads}x{FLAGS.inter_op_threads or os.cpu_count()}"
 
 
 def batch(config, batch_size: int, vocab_size: int = 30, seed: int = 0):

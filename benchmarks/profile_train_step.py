@@ -9,7 +9,6 @@ Runs the trainer's step (benchmarks/train_throughput.py) under `tf.profiler`, wr
 cores' threads, so the total can exceed wall time).
 """
 
-import argparse
 import collections
 import glob
 import gzip
@@ -17,10 +16,29 @@ import os
 import sys
 import tempfile
 
+from absl import app, flags
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks import common  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  # Only when run as the program: the benchmarks share flag names (--preset, --repeats), one
+  # imports another (profile_train_step.py: train_throughput.py), and absl refuses a name defined
+  # twice in one process.
+  flags.DEFINE_string("preset", "cpu_small", "config preset")
+  flags.DEFINE_string("mixed_precision", "float32", "the config's mixed_precision")
+  flags.DEFINE_boolean("jit_compile", False, "XLA-compile the step")
+  flags.DEFINE_integer("steps", 1, "steps profiled")
+  flags.DEFINE_integer("top", 15, "op types listed")
+  flags.DEFINE_string("logdir", "workspace/profile", "where the trace goes (TensorBoard)")
+  flags.DEFINE_string("pixel_loop", "", "fused | graph (default: the config's)")
+  for name in common.THREAD_FLAGS:
+    flags.declare_key_flag(name)
 
 
 def op_type_totals(xplane_path: str):
@@ -47,55 +65,47 @@ def op_type_totals(xplane_path: str):
   return totals
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--preset", default="cpu_small")
-  parser.add_argument("--mixed_precision", default="float32")
-  parser.add_argument("--jit_compile", action="store_true")
-  parser.add_argument("--steps", type=int, default=1)
-  parser.add_argument("--top", type=int, default=15)
-  parser.add_argument("--logdir", default="workspace/profile")
-  parser.add_argument("--pixel_loop", default="", help="fused | graph (default: the config's)")
-  common.add_thread_flags(parser)
-  args = parser.parse_args()
-  threads = common.apply_thread_flags(args)
+def main(argv):
+  del argv
+  threads = common.apply_thread_flags()
 
   import time
   import tensorflow as tf
   from benchmarks import train_throughput
   data_dir = os.path.join(tempfile.gettempdir(), "text2pixel_bench_data")
   train_throughput.make_data(data_dir)
-  overrides = dict(mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
+  overrides = dict(mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
                    eval_every=10 ** 6, sample_every=10 ** 6, checkpoint_every=10 ** 6)
-  if args.pixel_loop:
-    overrides["pixel_loop"] = args.pixel_loop
-  config, step = train_throughput.make_step(args.preset, data_dir, **overrides)
+  if FLAGS.pixel_loop:
+    overrides["pixel_loop"] = FLAGS.pixel_loop
+  config, step = train_throughput.make_step(FLAGS.preset, data_dir, **overrides)
   step()  # trace and warm up outside the profile
   step()
-  logdir = os.path.join(args.logdir, f"{args.preset}_{args.mixed_precision}"
-                        f"{'_xla' if args.jit_compile else ''}")
+  logdir = os.path.join(FLAGS.logdir, f"{FLAGS.preset}_{FLAGS.mixed_precision}"
+                        f"{'_xla' if FLAGS.jit_compile else ''}")
   tf.profiler.experimental.start(logdir)
   start = time.perf_counter()
-  for _ in range(args.steps):
+  for _ in range(FLAGS.steps):
     step()
-  wall = (time.perf_counter() - start) / args.steps
+  wall = (time.perf_counter() - start) / FLAGS.steps
   tf.profiler.experimental.stop()
   paths = sorted(glob.glob(os.path.join(logdir, "plugins/profile/*/*.xplane.pb")))
   totals = op_type_totals(paths[-1])
-  busy = sum(t for t, _ in totals.values()) / args.steps
-  rows = sorted(totals.items(), key=lambda kv: -kv[1][0])[:args.top]
-  print(f"{args.preset} {args.mixed_precision}{' xla' if args.jit_compile else ''}: "
+  busy = sum(t for t, _ in totals.values()) / FLAGS.steps
+  rows = sorted(totals.items(), key=lambda kv: -kv[1][0])[:FLAGS.top]
+  print(f"{FLAGS.preset} {FLAGS.mixed_precision}{' xla' if FLAGS.jit_compile else ''}: "
         f"{threads}: {wall:.2f} s/step wall, {busy:.2f} s of op time per step; trace in {logdir}")
   print(f"{'op type':<28} {'s/step':>8} {'share':>6} {'calls/step':>11} {'us/call':>8}")
   for name, (seconds, count) in rows:
-    seconds, count = seconds / args.steps, count / args.steps
+    seconds, count = seconds / FLAGS.steps, count / FLAGS.steps
     print(f"{name:<28} {seconds:8.3f} {seconds / busy:6.1%} {count:11.0f} "
           f"{seconds / max(count, 1) * 1e6:8.1f}")
   common.report("profile_train_step", f"{wall:.2f} s/step under the profiler",
-                preset=args.preset, mixed_precision=args.mixed_precision,
-                jit_compile=args.jit_compile, seconds_per_step=wall, threads=threads,
-                top={name: round(seconds / args.steps, 4) for name, (seconds, _) in rows})
+                preset=FLAGS.preset, mixed_precision=FLAGS.mixed_precision,
+                jit_compile=FLAGS.jit_compile, seconds_per_step=wall, threads=threads,
+                top={name: round(seconds / FLAGS.steps, 4) for name, (seconds, _) in rows})
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

@@ -10,57 +10,66 @@ same call, alternating old and new, and prints the ratio: these machines differ 
 day to day, so only a ratio measured side by side is a speed claim.
 """
 
-import argparse
 import os
 import sys
 import tempfile
+
+from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks import common  # noqa: E402
 
+FLAGS = flags.FLAGS
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--preset", default="cpu_small")
-  parser.add_argument("--batch_size", type=int, default=0, help="0: the preset's")
-  parser.add_argument("--mixed_precision", default="float32")
-  parser.add_argument("--jit_compile", action="store_true")
-  parser.add_argument("--pixel_loop", default="", help="fused | graph (default: the config's)")
-  parser.add_argument("--warmup", type=int, default=3)
-  parser.add_argument("--repeats", type=int, default=10)
-  parser.add_argument("--data_dir", default=os.path.join(tempfile.gettempdir(),
-                                                         "text2pixel_bench_data"))
-  common.add_thread_flags(parser)
-  common.add_compare_flags(parser)
-  args = parser.parse_args()
-  if args.compare:
-    make_data(args.data_dir)
-    return common.compare(__file__, sys.argv[1:], args.compare, args.rounds,
+
+def define_flags():
+  # Only when run as the program: the benchmarks share flag names (--preset, --repeats), one
+  # imports another (profile_train_step.py: train_throughput.py), and absl refuses a name defined
+  # twice in one process.
+  flags.DEFINE_string("preset", "cpu_small", "config preset")
+  flags.DEFINE_integer("batch_size", 0, "0: the preset's")
+  flags.DEFINE_string("mixed_precision", "float32", "the config's mixed_precision")
+  flags.DEFINE_boolean("jit_compile", False, "XLA-compile the step")
+  flags.DEFINE_string("pixel_loop", "", "fused | graph (default: the config's)")
+  flags.DEFINE_integer("warmup", 3, "untimed steps first (tracing, compiling)")
+  flags.DEFINE_integer("repeats", 10, "timed steps (the median is reported)")
+  flags.DEFINE_string("data_dir", os.path.join(tempfile.gettempdir(), "text2pixel_bench_data"),
+                      "the small data set (built here if missing)")
+  common.define_compare_flags()
+  for name in common.THREAD_FLAGS + common.COMPARE_FLAGS:
+    flags.declare_key_flag(name)
+
+
+def main(argv):
+  del argv
+  if FLAGS.compare:
+    make_data(FLAGS.data_dir)
+    return common.compare(__file__, sys.argv[1:], FLAGS.compare, FLAGS.rounds,
                           key="seconds_per_step", higher_is_better=False)
-  common.use_code_root(args)
-  threads = common.apply_thread_flags(args)
-  make_data(args.data_dir)
+  common.use_code_root()
+  threads = common.apply_thread_flags()
+  make_data(FLAGS.data_dir)
 
-  overrides = dict(mixed_precision=args.mixed_precision, jit_compile=args.jit_compile,
+  overrides = dict(mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
                    eval_every=10 ** 6, sample_every=10 ** 6, checkpoint_every=10 ** 6)
-  if args.batch_size:
-    overrides["batch_size"] = args.batch_size
-  if args.pixel_loop:
-    overrides["pixel_loop"] = args.pixel_loop
-  config, step = make_step(args.preset, args.data_dir, **overrides)
-  seconds = common.timed(step, args.warmup, args.repeats)
+  if FLAGS.batch_size:
+    overrides["batch_size"] = FLAGS.batch_size
+  if FLAGS.pixel_loop:
+    overrides["pixel_loop"] = FLAGS.pixel_loop
+  config, step = make_step(FLAGS.preset, FLAGS.data_dir, **overrides)
+  seconds = common.timed(step, FLAGS.warmup, FLAGS.repeats)
   pixels_per_sec = config.batch_size * config.num_pixels / seconds
   flops = training_flops_per_step(config)
   gflops = flops / seconds / 1e9
   peak = common.cpu_peak_gflops()
   loop = getattr(config, "pixel_loop", "graph")
-  common.report("train_throughput", f"{args.preset} batch {config.batch_size} "
+  common.report("train_throughput", f"{FLAGS.preset} batch {config.batch_size} "
                 f"{config.mixed_precision}{' xla' if config.jit_compile else ''}, {loop} loop, "
                 f"{threads}: {seconds:.3f} s/step, {pixels_per_sec:,.0f} pixels/s, "
                 f"{gflops:.1f} GFLOP/s of a {peak:.0f} GFLOP/s fp32 peak",
-                preset=args.preset, batch_size=config.batch_size,
+                preset=FLAGS.preset, batch_size=config.batch_size,
                 mixed_precision=config.mixed_precision, jit_compile=config.jit_compile,
                 pixel_loop=loop, seconds_per_step=seconds, pixels_per_sec=pixels_per_sec,
                 gflops=gflops, peak_gflops=peak, threads=threads)
@@ -106,4 +115,5 @@ def training_flops_per_step(config) -> float:
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

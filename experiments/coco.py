@@ -6,18 +6,17 @@ baselines, evaluate, and write experiments/results/coco_<scale>.md next to the p
 COCO cannot be downloaded on this project's machines; WORKSPACE.md says which files go where.
 """
 
+import functools
 import os
 import sys
+
+from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import runner  # noqa: E402
 
-COCO_DIR = os.environ.get("COCO_DIR", "workspace/coco_raw")
-if "--coco_dir" in sys.argv:  # taken here; the runner knows the shared flags only
-  i = sys.argv.index("--coco_dir")
-  COCO_DIR = sys.argv[i + 1]
-  del sys.argv[i:i + 2]
+FLAGS = flags.FLAGS
 
 PAPER = [  # the paper's Table 1 (earlier rows from alignDRAW)
     ("Fully-Conn VAE", 1, 6.6, 12, 53.4, (0.156, 0.10)),
@@ -30,7 +29,7 @@ PAPER = [  # the paper's Table 1 (earlier rows from alignDRAW)
 
 EXPERIMENT = runner.Experiment(
     dataset="coco",
-    build_command=lambda py, data: [py, "-m", "datasets.coco", "--coco_dir", COCO_DIR,
+    build_command=lambda py, data: [py, "-m", "datasets.coco", "--coco_dir", FLAGS.coco_dir,
                                     "--out_dir", data],
     paper_rows=[{"Model": f"{m}, the paper's Table 1", "R@1": a, "R@5": b, "R@10": c, "R@50": d,
                  "SSI": s} for m, a, b, c, d, s in PAPER],
@@ -40,4 +39,9 @@ EXPERIMENT = runner.Experiment(
     description="the paper's Table 1 (MS-COCO)")
 
 if __name__ == "__main__":
-  runner.main(EXPERIMENT)
+  # Like the runner's flags, defined only when run as the program.
+  flags.DEFINE_string("coco_dir", os.environ.get("COCO_DIR", "workspace/coco_raw"),
+                      "the COCO download (WORKSPACE.md); $COCO_DIR sets the default")
+  runner.define_flags()
+  flags.adopt_module_key_flags(runner)
+  app.run(functools.partial(runner.main, EXPERIMENT))

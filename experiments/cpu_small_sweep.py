@@ -10,11 +10,12 @@ is the earliest measurable sign of caption-following: the digit judge accepts al
 early. Writes experiments/results/cpu_small_sweep.md; reruns reuse finished runs.
 """
 
-import argparse
 import glob
 import json
 import os
 import sys
+
+from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,6 +27,19 @@ VARIANTS = {  # name -> overrides of the cpu_small preset
     "batch 16": {"batch_size": 16},
     "batch 32 + mixed_bfloat16": {"batch_size": 32, "mixed_precision": "mixed_bfloat16"},
 }
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  # Only when run as the program: the experiments share flag names (--data_dir, --run_dir, ...),
+  # tests and other experiments import their modules, and absl refuses a name defined twice.
+  flags.DEFINE_float("minutes", 8.0, "training minutes per variant")
+  flags.DEFINE_integer("eval_every", 250, "steps between validations")
+  flags.DEFINE_integer("eval_images", 512, "validation images, the same ones for every batch size")
+  flags.DEFINE_list("variants", list(VARIANTS), f"subset of: {', '.join(VARIANTS)}")
+  flags.DEFINE_string("data_dir", "workspace/data/mnist_captions", "the data set")
+  flags.DEFINE_string("runs_dir", "workspace/runs/sweep", "where the runs go")
 
 
 def slug(name):
@@ -43,36 +57,27 @@ def validation_history(run_dir):
   return history
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--minutes", type=float, default=8.0)
-  parser.add_argument("--eval_every", type=int, default=250)
-  parser.add_argument("--eval_images", type=int, default=512,
-                      help="validation images, the same ones for every batch size")
-  parser.add_argument("--variants", default=",".join(VARIANTS),
-                      help=f"comma-separated subset of: {', '.join(VARIANTS)}")
-  parser.add_argument("--data_dir", default="workspace/data/mnist_captions")
-  parser.add_argument("--runs_dir", default="workspace/runs/sweep")
-  args = parser.parse_args()
-  names = [n.strip() for n in args.variants.split(",") if n.strip()]
+def main(argv):
+  del argv
+  names = [n for n in FLAGS.variants if n]
   unknown = [n for n in names if n not in VARIANTS]
   if unknown:
     raise SystemExit(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
-  if not os.path.exists(os.path.join(REPO, args.data_dir)):
-    raise SystemExit(f"no data in {args.data_dir}: build it first (scripts/main.sh does)")
+  if not os.path.exists(os.path.join(REPO, FLAGS.data_dir)):
+    raise SystemExit(f"no data in {FLAGS.data_dir}: build it first (scripts/main.sh does)")
 
   commands, rows = [], []
   for name in names:
     batch = VARIANTS[name]["batch_size"]
-    run_dir = os.path.join(args.runs_dir, f"{slug(name)}_{args.minutes:g}min")
+    run_dir = os.path.join(FLAGS.runs_dir, f"{slug(name)}_{FLAGS.minutes:g}min")
     cmd = [sys.executable, "-m", "text2pixel.binaries.train", "--preset", "cpu_small",
-           "--data_dir", args.data_dir, "--run_dir", run_dir, "--train_steps", "1000000",
-           "--max_train_minutes", str(args.minutes), "--eval_every", str(args.eval_every),
-           "--eval_batches", str(max(1, args.eval_images // batch)), "--sample_every", "1000000"]
+           "--data_dir", FLAGS.data_dir, "--run_dir", run_dir, "--train_steps", "1000000",
+           "--max_train_minutes", str(FLAGS.minutes), "--eval_every", str(FLAGS.eval_every),
+           "--eval_batches", str(max(1, FLAGS.eval_images // batch)), "--sample_every", "1000000"]
     for field, value in VARIANTS[name].items():
       cmd += [f"--{field}", str(value)]
     check_not_stale(os.path.join(REPO, run_dir), "cpu_small", VARIANTS[name])
-    if finished(os.path.join(REPO, run_dir), args.minutes):
+    if finished(os.path.join(REPO, run_dir), FLAGS.minutes):
       commands.append(printable(cmd))
     else:
       commands.append(run(cmd))
@@ -80,10 +85,10 @@ def main():
       result = json.load(f)
     rows.append((name, result, validation_history(os.path.join(REPO, run_dir))))
 
-  lines = [f"# `cpu_small` variants after {args.minutes:g} minutes each", "",
+  lines = [f"# `cpu_small` variants after {FLAGS.minutes:g} minutes each", "",
            "Written by `experiments/cpu_small_sweep.py`; same seed and data; validation on "
-           f"the same {args.eval_images} images. \"caption gain\": bits per image by which the true "
-           "caption beats another image's caption (the batch's captions rolled by one) in "
+           f"the same {FLAGS.eval_images} images. \"caption gain\": bits per image by which the "
+           "true caption beats another image's caption (the batch's captions rolled by one) in "
            "log-likelihood.", "",
            "| variant | steps | images seen | validation bits/dim | caption gain, bits/image |",
            "| --- | ---: | ---: | ---: | ---: |"]
@@ -107,4 +112,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

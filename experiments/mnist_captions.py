@@ -5,8 +5,11 @@ evaluate, and write experiments/results/mnist_captions_<scale>.md next to the pa
   .venv/bin/python experiments/mnist_captions.py --scale paper --minutes 1440   # a GPU's work
 """
 
+import functools
 import os
 import sys
+
+from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,4 +29,6 @@ EXPERIMENT = runner.Experiment(
     description="the paper's Table 2 (MNIST-with-captions)")
 
 if __name__ == "__main__":
-  runner.main(EXPERIMENT)
+  runner.define_flags()
+  flags.adopt_module_key_flags(runner)
+  app.run(functools.partial(runner.main, EXPERIMENT))

@@ -12,11 +12,12 @@ one pair of runs differs by chance about as much as the tolerance. Writes
 experiments/results/precision_<preset>_<steps>.md; reruns reuse finished runs.
 """
 
-import argparse
 import json
 import os
 import statistics
 import sys
+
+from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,58 +25,64 @@ from experiments.runner import REPO, check_not_stale, printable, run  # noqa: E4
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 REPEAT = "float32_repeat"  # float32 again, same seed: how far two identical runs drift apart
+FLAGS = flags.FLAGS
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--preset", default="cpu_small")
-  parser.add_argument("--steps", type=int, default=600)
-  parser.add_argument("--seeds", default="1234", help="comma-separated; one pair of runs each")
-  parser.add_argument("--batch_size", type=int, default=0, help="0: the preset's")
-  parser.add_argument("--eval_batches", type=int, default=16)
-  parser.add_argument("--data_dir", default="workspace/data/mnist_captions")
-  parser.add_argument("--runs_dir", default="workspace/runs/precision")
-  parser.add_argument("--repeat_float32", action="store_true",
-                      help="train float32 a second time (first seed), to measure run-to-run drift")
-  parser.add_argument("--tolerance", type=float, default=0.01, help="relative; the issue's 1%%")
-  args = parser.parse_args()
-  if not os.path.exists(os.path.join(REPO, args.data_dir)):
-    raise SystemExit(f"no data in {args.data_dir}: build it first (scripts/main.sh does)")
+def define_flags():
+  # Only when run as the program: the experiments share flag names (--data_dir, --run_dir, ...),
+  # tests and other experiments import their modules, and absl refuses a name defined twice.
+  flags.DEFINE_string("preset", "cpu_small", "config preset")
+  flags.DEFINE_integer("steps", 600, "training steps per run")
+  flags.DEFINE_list("seeds", ["1234"], "training seeds, one pair of runs each")
+  flags.DEFINE_integer("batch_size", 0, "0: the preset's")
+  flags.DEFINE_integer("eval_batches", 16, "validation batches")
+  flags.DEFINE_string("data_dir", "workspace/data/mnist_captions", "the data set")
+  flags.DEFINE_string("runs_dir", "workspace/runs/precision", "where the runs go")
+  flags.DEFINE_boolean("repeat_float32", False,
+                       "train float32 a second time (first seed), to measure run-to-run drift")
+  flags.DEFINE_float("tolerance", 0.01, "relative; the issue's 1%")
+
+
+def main(argv):
+  del argv
+  if not os.path.exists(os.path.join(REPO, FLAGS.data_dir)):
+    raise SystemExit(f"no data in {FLAGS.data_dir}: build it first (scripts/main.sh does)")
   try:
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in FLAGS.seeds]
   except ValueError:
-    raise SystemExit(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
+    raise SystemExit(f"--seeds must be comma-separated integers, got "
+                     f"'{','.join(FLAGS.seeds)}'") from None
 
   runs = [(seed, name) for seed in seeds for name in PRECISIONS]
-  if args.repeat_float32:
+  if FLAGS.repeat_float32:
     runs.append((seeds[0], REPEAT))
   results, commands, run_dirs = {}, [], {}
   for seed, name in runs:
     precision = "float32" if name == REPEAT else name
-    run_dir = os.path.join(args.runs_dir, f"{args.preset}_{args.steps}_seed{seed}_{name}")
+    run_dir = os.path.join(FLAGS.runs_dir, f"{FLAGS.preset}_{FLAGS.steps}_seed{seed}_{name}")
     run_dirs[seed, name] = os.path.join(REPO, run_dir)
     result_path = os.path.join(REPO, run_dir, "train_result.json")
-    cmd = [sys.executable, "-m", "text2pixel.binaries.train", "--preset", args.preset,
-           "--data_dir", args.data_dir, "--run_dir", run_dir, "--train_steps", str(args.steps),
+    cmd = [sys.executable, "-m", "text2pixel.binaries.train", "--preset", FLAGS.preset,
+           "--data_dir", FLAGS.data_dir, "--run_dir", run_dir, "--train_steps", str(FLAGS.steps),
            "--seed", str(seed), "--max_train_minutes", "0", "--mixed_precision", precision,
-           "--eval_every", str(args.steps), "--eval_batches", str(args.eval_batches),
-           "--sample_every", str(10 * args.steps), "--log_every", str(max(1, args.steps // 10))]
+           "--eval_every", str(FLAGS.steps), "--eval_batches", str(FLAGS.eval_batches),
+           "--sample_every", str(10 * FLAGS.steps), "--log_every", str(max(1, FLAGS.steps // 10))]
     overrides = dict(seed=seed, mixed_precision=precision)
-    if args.batch_size:
-      cmd += ["--batch_size", str(args.batch_size)]
-      overrides["batch_size"] = args.batch_size
-    check_not_stale(os.path.join(REPO, run_dir), args.preset, overrides)
+    if FLAGS.batch_size:
+      cmd += ["--batch_size", str(FLAGS.batch_size)]
+      overrides["batch_size"] = FLAGS.batch_size
+    check_not_stale(os.path.join(REPO, run_dir), FLAGS.preset, overrides)
     done = False
     if os.path.exists(result_path):
       with open(result_path) as f:
-        done = json.load(f)["step"] >= args.steps
+        done = json.load(f)["step"] >= FLAGS.steps
     commands.append(printable(cmd) if done else run(cmd))
     with open(result_path) as f:
       results[seed, name] = json.load(f)
 
   from text2pixel.threads import configure_threads
   configure_threads()  # before the float32 evaluations below start TensorFlow in this process
-  float32_eval = {key: float32_bits_per_dim(run_dirs[key], args.data_dir, args.eval_batches)
+  float32_eval = {key: float32_bits_per_dim(run_dirs[key], FLAGS.data_dir, FLAGS.eval_batches)
                   for key in runs}
   as_trained = {key: r["validation_bits_per_dim"] for key, r in results.items()}
 
@@ -83,17 +90,18 @@ def main():
     return (bf16 - fp32) / fp32
 
   def verdict(fp32, bf16):
-    word = "within" if abs(relative(fp32, bf16)) <= args.tolerance else "NOT within"
-    return f"{bf16 - fp32:+.4f} bits/dim ({relative(fp32, bf16):+.2%}): **{word} {args.tolerance:.0%}**"
+    word = "within" if abs(relative(fp32, bf16)) <= FLAGS.tolerance else "NOT within"
+    return (f"{bf16 - fp32:+.4f} bits/dim ({relative(fp32, bf16):+.2%}): "
+            f"**{word} {FLAGS.tolerance:.0%}**")
 
   def mean_std(values):
     values = list(values)
     spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
     return f"{statistics.mean(values):.4f}{spread}"
 
-  lines = [f"# float32 vs mixed_bfloat16: `{args.preset}`, {args.steps} steps", "",
+  lines = [f"# float32 vs mixed_bfloat16: `{FLAGS.preset}`, {FLAGS.steps} steps", "",
            f"Seeds {', '.join(map(str, seeds))}: per seed, the same initial weights, data order "
-           f"and validation batches ({args.eval_batches} batches) for both precisions; written by "
+           f"and validation batches ({FLAGS.eval_batches} batches) for both precisions; written by "
            "`experiments/precision_check.py`. \"as trained\": the bits/dim the training run "
            "reports, computed in its own precision; \"float32 evaluation\": the same checkpoint "
            "evaluated in float32, as text2pixel-evaluate, -sample and -export load every run.", "",
@@ -118,14 +126,14 @@ def main():
     bf16 = statistics.mean(table[s, "mixed_bfloat16"] for s in seeds)
     over = f", mean over {len(seeds)} seeds" if len(seeds) > 1 else ""
     lines += [f"mixed_bfloat16 − float32, {label}{over}: {verdict(fp32, bf16)}.", ""]
-  if args.repeat_float32:
+  if FLAGS.repeat_float32:
     lines += [f"The same float32 run twice (seed {seeds[0]}, same data and code): " +
               verdict(float32_eval[seeds[0], "float32"],
                       float32_eval[seeds[0], REPEAT]).split(":")[0] + ".", ""]
   lines += ["Commands:", ""]
   lines += [f"    {c}" for c in commands]
   out = os.path.join(REPO, "experiments", "results",
-                     f"precision_{args.preset}_{args.steps}.md")
+                     f"precision_{FLAGS.preset}_{FLAGS.steps}.md")
   with open(out, "w", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines[:-len(commands) - 2]))
@@ -147,4 +155,5 @@ def float32_bits_per_dim(run_dir: str, data_dir: str, batches: int) -> float:
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

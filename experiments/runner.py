@@ -4,11 +4,13 @@ experiments/results/<name>.md with the table next to the paper's.
 
 Every step is one of the project's binaries, run as a subprocess; the exact commands go into the
 results file. Re-running resumes: a finished data set or training run is reused.
+
+An experiment script calls define_flags(), adopts them (flags.adopt_module_key_flags(runner), so
+its --helpshort lists them), then app.run(functools.partial(runner.main, EXPERIMENT)).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -17,12 +19,15 @@ import subprocess
 import sys
 import time
 
+from absl import flags
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {  # name -> config overrides (the paper's alignDRAW vs noalignDRAW comparison)
     "alignPixelRNN": {},
     "noalign (mean of encoder states)": {"conditioning": "mean"},
     "unconditional pixel LSTM": {"conditioning": "none"},
 }
+FLAGS = flags.FLAGS
 
 
 def printable(cmd):
@@ -82,57 +87,62 @@ class Experiment:
     self.description = description
 
 
-def main(experiment: Experiment):
-  parser = argparse.ArgumentParser(description=experiment.description)
-  parser.add_argument("--scale", default="cpu_small", help="config preset: cpu_small | paper")
-  parser.add_argument("--minutes", type=float, default=30.0, help="training time per model")
-  parser.add_argument("--models", default="all", help="comma list of model keys, or 'all'")
-  parser.add_argument("--num_captions", type=int, default=1000)
-  parser.add_argument("--pool", type=int, default=1000)
-  parser.add_argument("--ssim_captions", type=int, default=200)
-  parser.add_argument("--ssim_samples", type=int, default=50)
-  parser.add_argument("--workspace", default="workspace")
-  parser.add_argument("--report_only", action="store_true",
-                      help="only rewrite the results file from the evaluations on disk")
-  args = parser.parse_args()
+def define_flags():
+  """The flags every experiment script takes. Called by the script run as the program only:
+  other experiments import this module and define some of these names themselves (--minutes),
+  and absl refuses a name defined twice."""
+  flags.DEFINE_string("scale", "cpu_small", "config preset: cpu_small | paper")
+  flags.DEFINE_float("minutes", 30.0, "training time per model")
+  flags.DEFINE_list("models", ["all"], "model keys, or 'all'")
+  flags.DEFINE_integer("num_captions", 1000, "retrieval: test captions")
+  flags.DEFINE_integer("pool", 1000, "retrieval: test images each caption ranks")
+  flags.DEFINE_integer("ssim_captions", 200, "SSIM: test captions")
+  flags.DEFINE_integer("ssim_samples", 50, "SSIM: samples per caption")
+  flags.DEFINE_string("workspace", "workspace", "where data, runs, evaluations and logs go")
+  flags.DEFINE_boolean("report_only", False,
+                       "only rewrite the results file from the evaluations on disk")
+
+
+def main(experiment: Experiment, argv=None):
+  del argv
 
   py = sys.executable
-  name = f"{experiment.dataset}_{args.scale}"
-  data = os.path.join(args.workspace, "data", experiment.dataset)
+  name = f"{experiment.dataset}_{FLAGS.scale}"
+  data = os.path.join(FLAGS.workspace, "data", experiment.dataset)
   results_dir = os.path.join(REPO, "experiments", "results")
   files_dir = os.path.join(results_dir, name + "_files")
-  log_path = os.path.join(args.workspace, f"{name}.log")
-  os.makedirs(args.workspace, exist_ok=True)
+  log_path = os.path.join(FLAGS.workspace, f"{name}.log")
+  os.makedirs(FLAGS.workspace, exist_ok=True)
   started = time.time()
   commands = []
   build = experiment.build_command(py, data)
-  if build and not args.report_only:
+  if build and not FLAGS.report_only:
     commands.append(run(build, log_path))
 
-  chosen = list(MODELS) if args.models == "all" else [m.strip() for m in args.models.split(",")]
-  if args.report_only:
+  chosen = list(MODELS) if FLAGS.models == ["all"] else FLAGS.models
+  if FLAGS.report_only:
     chosen = []
   for model in chosen:
     slug = model.split(" ")[0].lower()
-    run_dir = os.path.join(args.workspace, "runs", f"{name}_{slug}")
-    eval_dir = os.path.join(args.workspace, "eval", f"{name}_{slug}")
+    run_dir = os.path.join(FLAGS.workspace, "runs", f"{name}_{slug}")
+    eval_dir = os.path.join(FLAGS.workspace, "eval", f"{name}_{slug}")
     # An evaluation is redone when asked again (its score matrices resume from disk).
     overrides = [f"--{k}={v}" for k, v in MODELS[model].items()]
-    train_cmd = [py, "-m", "text2pixel.binaries.train", "--preset", args.scale, "--data_dir", data,
-                 "--run_dir", run_dir, "--max_train_minutes", str(args.minutes),
+    train_cmd = [py, "-m", "text2pixel.binaries.train", "--preset", FLAGS.scale, "--data_dir", data,
+                 "--run_dir", run_dir, "--max_train_minutes", str(FLAGS.minutes),
                  # time is the budget every model gets alike, not the preset's step count
                  "--train_steps", "1000000", *overrides]
-    check_not_stale(run_dir, args.scale, MODELS[model])
-    if finished(run_dir, args.minutes):  # resumable at the script level too
+    check_not_stale(run_dir, FLAGS.scale, MODELS[model])
+    if finished(run_dir, FLAGS.minutes):  # resumable at the script level too
       commands.append(printable(train_cmd))
-      print(f"{run_dir} already trained for {args.minutes} min; not training again")
+      print(f"{run_dir} already trained for {FLAGS.minutes} min; not training again")
     else:
       commands.append(run(train_cmd, log_path))
     commands.append(run([py, "-m", "text2pixel.binaries.evaluate", "--run_dir", run_dir,
                          "--data_dir", data, "--out_dir", eval_dir,
-                         "--num_captions", str(args.num_captions), "--pool", str(args.pool),
-                         "--ssim_captions", str(args.ssim_captions),
-                         "--ssim_samples", str(args.ssim_samples), "--model_name", model],
+                         "--num_captions", str(FLAGS.num_captions), "--pool", str(FLAGS.pool),
+                         "--ssim_captions", str(FLAGS.ssim_captions),
+                         "--ssim_samples", str(FLAGS.ssim_samples), "--model_name", model],
                         log_path))
     # The evaluation keeps the training summary it belongs to (run dirs are large and may go).
     shutil.copy(os.path.join(run_dir, "train_result.json"),
@@ -140,7 +150,7 @@ def main(experiment: Experiment):
     os.makedirs(files_dir, exist_ok=True)
     shutil.copy(os.path.join(eval_dir, "samples.png"), os.path.join(files_dir, f"{slug}_samples.png"))
     if MODELS[model].get("conditioning", "attention") == "attention":
-      sample_dir = os.path.join(args.workspace, "samples", name)
+      sample_dir = os.path.join(FLAGS.workspace, "samples", name)
       commands.append(run([py, "-m", "text2pixel.binaries.sample", "--run_dir", run_dir,
                            "--out_dir", sample_dir, "--num_samples", "8",
                            "--captions", ";".join(experiment.sample_captions)], log_path))
@@ -152,8 +162,8 @@ def main(experiment: Experiment):
   details = {}
   for model in MODELS:
     slug = model.split(" ")[0].lower()
-    run_dir = os.path.join(args.workspace, "runs", f"{name}_{slug}")
-    eval_dir = os.path.join(args.workspace, "eval", f"{name}_{slug}")
+    run_dir = os.path.join(FLAGS.workspace, "runs", f"{name}_{slug}")
+    eval_dir = os.path.join(FLAGS.workspace, "eval", f"{name}_{slug}")
     if not os.path.exists(os.path.join(eval_dir, "results.json")):
       continue
     with open(os.path.join(eval_dir, "results.json")) as f:
@@ -165,7 +175,7 @@ def main(experiment: Experiment):
       result["training"] = json.load(f)
     details[model] = result
   if not details:
-    raise SystemExit(f"no model of {name} has been evaluated yet (in {args.workspace}/eval); "
+    raise SystemExit(f"no model of {name} has been evaluated yet (in {FLAGS.workspace}/eval); "
                      "run without --report_only")
   # The table shows every model evaluated so far, so models can be run one session at a time.
   os.makedirs(files_dir, exist_ok=True)
@@ -175,7 +185,7 @@ def main(experiment: Experiment):
       commands = [c for c in json.load(f) if c not in commands] + commands
   with open(commands_path, "w") as f:
     json.dump(commands, f, indent=1)
-  write_markdown(os.path.join(results_dir, name + ".md"), name, args, details, commands,
+  write_markdown(os.path.join(results_dir, name + ".md"), name, FLAGS, details, commands,
                  (time.time() - started) / 60, experiment)
   print(f"wrote experiments/results/{name}.md")
 

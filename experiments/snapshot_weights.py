@@ -12,42 +12,50 @@ start (weights in, a fresh optimizer) that the trainer does not have yet: RMSPro
 would make the first updates ~3x the learning rate per weight, so it needs a warm-up too.
 """
 
-import argparse
 import os
 import shutil
 import sys
 
+from absl import app, flags
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+FLAGS = flags.FLAGS
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--run_dir", required=True)
-  parser.add_argument("--out_dir", required=True)
-  args = parser.parse_args()
+
+def define_flags():
+  # Only when run as the program: the experiments share flag names (--data_dir, --run_dir, ...),
+  # tests and other experiments import their modules, and absl refuses a name defined twice.
+  flags.DEFINE_string("run_dir", None, "a training run", required=True)
+  flags.DEFINE_string("out_dir", None, "the small run folder to write", required=True)
+
+
+def main(argv):
+  del argv
 
   import tensorflow as tf
   from text2pixel import training
-  config, vocab, model = training.load_run(args.run_dir)
-  latest = tf.train.latest_checkpoint(os.path.join(args.run_dir, "checkpoints"))
+  config, vocab, model = training.load_run(FLAGS.run_dir)
+  latest = tf.train.latest_checkpoint(os.path.join(FLAGS.run_dir, "checkpoints"))
   step, seconds = tf.Variable(0, dtype=tf.int64), tf.Variable(0.0, dtype=tf.float64)
   tf.train.Checkpoint(step=step, train_seconds=seconds).restore(latest).expect_partial()
-  if os.path.exists(args.out_dir):
-    shutil.rmtree(os.path.join(args.out_dir, "checkpoints"), ignore_errors=True)
-  os.makedirs(os.path.join(args.out_dir, "checkpoints"), exist_ok=True)
+  if os.path.exists(FLAGS.out_dir):
+    shutil.rmtree(os.path.join(FLAGS.out_dir, "checkpoints"), ignore_errors=True)
+  os.makedirs(os.path.join(FLAGS.out_dir, "checkpoints"), exist_ok=True)
   checkpoint = tf.train.Checkpoint(model=model, step=step, train_seconds=seconds)
-  manager = tf.train.CheckpointManager(checkpoint, os.path.join(args.out_dir, "checkpoints"), 1)
+  manager = tf.train.CheckpointManager(checkpoint, os.path.join(FLAGS.out_dir, "checkpoints"), 1)
   path = manager.save(checkpoint_number=int(step.numpy()))
   for name in ("config.json", "vocab.json", "train_result.json", "learning_curve.json",
                "learning_curve.png"):
-    if os.path.exists(os.path.join(args.run_dir, name)):
-      shutil.copy(os.path.join(args.run_dir, name), os.path.join(args.out_dir, name))
-  size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(args.out_dir)
+    if os.path.exists(os.path.join(FLAGS.run_dir, name)):
+      shutil.copy(os.path.join(FLAGS.run_dir, name), os.path.join(FLAGS.out_dir, name))
+  size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(FLAGS.out_dir)
              for f in files)
   print(f"{path}: step {int(step.numpy())}, {float(seconds.numpy()) / 3600:.2f} h of training; "
-        f"{args.out_dir} holds {size / 2 ** 20:.1f} MiB")
+        f"{FLAGS.out_dir} holds {size / 2 ** 20:.1f} MiB")
 
 
 if __name__ == "__main__":
-  main()
+  define_flags()
+  app.run(main)

