@@ -20,14 +20,18 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-flags.DEFINE_string("run_dir", None, "a training run", required=True)
-flags.DEFINE_string("data_dir", "workspace/data/mnist_captions", "its data set")
-flags.DEFINE_list("steps", None, "checkpoint steps to judge and average", required=True)
-flags.DEFINE_integer("num_captions", 100, "validation and held-out captions each")
-flags.DEFINE_integer("num_samples", 4, "samples per caption")
-flags.DEFINE_integer("seed", 0, "sampling seed (the same for every model judged)")
-flags.DEFINE_string("out", None, "JSON table to write (default: <run_dir>/weight_average.json)")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  # Only when run as the program (as every experiment): they share flag names.
+  flags.DEFINE_string("run_dir", None, "a training run", required=True)
+  flags.DEFINE_string("data_dir", "workspace/data/mnist_captions", "its data set")
+  flags.DEFINE_list("steps", None, "checkpoint steps to judge and average", required=True)
+  flags.DEFINE_integer("num_captions", 100, "validation and held-out captions each")
+  flags.DEFINE_integer("num_samples", 4, "samples per caption")
+  flags.DEFINE_integer("seed", 0, "sampling seed (the same for every model judged)")
+  flags.DEFINE_string("out", None, "JSON table to write (default: <run_dir>/weight_average.json)")
 
 
 def main(argv):
@@ -71,4 +75,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
