@@ -54,7 +54,7 @@ class Config:
   keep_checkpoints: int = 3
   eval_every: int = 1000
   eval_batches: int = 20
-  sample_every: int = 2000
+  sample_every: int = 2000         # and at the end, unless the run is shorter than this
   num_sample_captions: int = 8
   shuffle_buffer: int = 10_000
   # At every validation the digit judge scores samples for the first judge_captions validation

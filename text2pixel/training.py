@@ -571,7 +571,9 @@ class Trainer:
     self.save()
     step = int(self.step.numpy())
     metrics = validated[1] if validated[0] == step else self.validate(step)
-    if self.chief:
+    # A last grid where the run ended between two grids; none for a run asked to be shorter
+    # than sample_every (it asked for no grids: tests, quick checks).
+    if self.chief and step % c.sample_every and c.sample_every <= c.train_steps:
       self.write_samples(step)
     result = {"step": step, "minutes": float(self.train_seconds.numpy()) / 60, **last,
               "validation_bits_per_dim": metrics["bits_per_dim"],
