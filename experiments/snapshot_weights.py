@@ -7,9 +7,8 @@ Why: runs live in git-ignored workspace/, and a session's machine is not kept, s
 that needs more hours than one session has can only be carried on through the repository. The
 folder written is itself a run directory (config.json, vocab.json, checkpoints/ with the model's
 weights only, train_result.json and the learning curve if the run has them), so every binary takes
-it as ``--run_dir`` (sample, evaluate, export, demo). Continuing the training from it needs a warm
-start (weights in, a fresh optimizer) that the trainer does not have yet: RMSProp's zeroed slots
-would make the first updates ~3x the learning rate per weight, so it needs a warm-up too.
+it as ``--run_dir`` (sample, evaluate, export, demo), and ``text2pixel-train --init_from`` starts a
+new run from its weights (with ``--warmup_steps``: the new RMSProp's slots start at zero).
 """
 
 import os

@@ -100,7 +100,7 @@ def test_a_restart_must_ask_for_the_same_run(tiny_run_dir):
   """The whole resolved config and the preset name are compared with the saved ones; only how
   long and how often may change, and only when given as flags."""
   saved = config_lib.load(os.path.join(tiny_run_dir, "config.json"))
-  assert training.read_run_info(tiny_run_dir) == {"preset": "tiny"}
+  assert training.read_run_info(tiny_run_dir) == {"preset": "tiny", "init_from": None}
   tiny = config_lib.get_preset("tiny")
   # The same flags: the saved run, with its own bookkeeping (eval_every=1000), not the preset's.
   assert training.resolve_run_config(tiny_run_dir, tiny, {}, "tiny") == saved
@@ -367,3 +367,38 @@ def test_a_restart_turns_on_the_moving_average_which_follows_its_formula(
   assert resumed.restore() == 63
   for a, b in zip(resumed.average.averages, trainer.average.averages):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+# --- starting from another run's weights (--init_from) ------------------------------------------
+
+def test_a_new_run_starts_from_another_runs_weights_with_a_warm_up(
+    tiny_run_dir, mnist_captions_dir, tmp_path):
+  """--init_from: step 0, the source run's weights, a fresh optimizer, run.json says where from;
+  the learning rate rises linearly over warmup_steps; the first losses are the trained model's
+  (far below the ln 256 nats/pixel of an untrained one); a model of another shape is refused."""
+  lines = []
+  config = _tiny(train_steps=4, warmup_steps=4, **QUIET)
+  run_dir = str(tmp_path / "warm")
+  trainer = training.Trainer(config, mnist_captions_dir, run_dir, log=lines.append,
+                             preset="tiny", init_from=tiny_run_dir)
+  assert trainer.restore() == 0
+  assert any("started from the weights of" in l and "warms up over 4 steps" in l for l in lines)
+  _, _, source = training.load_run(tiny_run_dir)
+  for a, b in zip(trainer.model.weights, source.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+  assert all(not np.any(v.numpy()) for v in trainer.optimizer.variables)  # slots and iterations
+  assert training.read_run_info(run_dir) == {"preset": "tiny",
+                                             "init_from": os.path.abspath(tiny_run_dir)}
+  rates, losses = [], []
+  for _ in range(4):
+    rates.append(trainer.current_learning_rate())
+    losses.append(float(trainer.train_step(trainer.train_iterator)[0]))
+  np.testing.assert_allclose(rates, [config.learning_rate * k / 4 for k in (1, 2, 3, 4)],
+                             rtol=1e-6)
+  assert trainer.current_learning_rate() == pytest.approx(config.learning_rate)
+  assert max(losses) < 0.6 * math.log(256), losses
+  with pytest.raises(TrainingError, match=r"is a model of another shape \(decoder_units: it has "
+                                          r"32, this run 64\)"):
+    training.Trainer(_tiny(decoder_units=64, **QUIET), mnist_captions_dir,
+                     str(tmp_path / "other"), log=lambda *_: None,
+                     init_from=tiny_run_dir).restore()

@@ -37,6 +37,7 @@ class Config:
   # --- optimisation (paper section 6) -------------------------------------------------------
   batch_size: int = 16            # global batch, split across replicas
   learning_rate: float = 1e-3     # RMSProp
+  warmup_steps: int = 0           # >0: the learning rate rises linearly over the first N updates
   clip_norm: float = 1.0
   train_steps: int = 100_000
   max_train_minutes: float = 0.0  # 0 = no time bound
@@ -150,6 +151,8 @@ def validate(config: Config) -> Config:
                       f"{config.above_context}")
   if not 0.0 <= config.ema_decay < 1.0:
     raise ConfigError(f"ema_decay must be in [0, 1) (0 turns it off), got {config.ema_decay}")
+  if config.warmup_steps < 0:
+    raise ConfigError(f"warmup_steps must be >= 0 (0: no warm-up), got {config.warmup_steps}")
   if config.judge_captions < 0:
     raise ConfigError("judge_captions must be >= 0 (0 turns the judge off)")
   if config.position_embedding_dim < 0:

@@ -2,7 +2,8 @@
 
 A run directory holds everything a run needs to be continued, reloaded or exported:
   config.json           the resolved Config (a restart checks the flags against it)
-  run.json              the preset the run was started from (a restart checks it too)
+  run.json              the preset the run was started from (a restart checks it too), and the
+                        run whose weights it started from (--init_from), if any
   vocab.json            the data set's vocabulary (copied, so the run stands alone)
   checkpoints/          model, optimizer slots, step, training-data iterator, RNG, and the
                         weights' moving average if ema_decay is set (last N kept)
@@ -13,6 +14,7 @@ A run directory holds everything a run needs to be continued, reloaded or export
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -127,6 +129,22 @@ def resolve_run_config(run_dir: str, requested: Config, explicit: Dict,
                           if k in config_lib.RESUMABLE_CHANGES})
 
 
+@dataclasses.dataclass
+class _Clock:
+  """When this start of the run began, the training seconds of earlier starts, the time bound."""
+  started: float
+  seconds_before: float
+  budget: float
+
+
+@dataclasses.dataclass
+class _ProgressWindow:
+  """The steps since the last progress line: how many, when they began, the applied ones' losses."""
+  started: float = dataclasses.field(default_factory=time.time)
+  steps: int = 0
+  losses: List[float] = dataclasses.field(default_factory=list)
+
+
 AVERAGE_KEY = "averaged_weights"  # the moving average's name in a checkpoint
 
 
@@ -188,11 +206,38 @@ def restore_model(model, config: Config, path: str) -> None:
         path).expect_partial().assert_existing_objects_matched()
 
 
+class LinearWarmup(tf.keras.optimizers.schedules.LearningRateSchedule):
+  """The learning rate rises linearly over the first ``warmup_steps`` updates, then stays.
+
+  For a run that starts from another run's weights (--init_from): its RMSProp slots start at
+  zero, so each weight's first updates are about 3x the learning rate (g / sqrt(0.1 g^2)) and
+  would undo much of what the weights know.
+  """
+
+  def __init__(self, learning_rate: float, warmup_steps: int):
+    self.learning_rate, self.warmup_steps = learning_rate, warmup_steps
+
+  def __call__(self, step):
+    ramp = tf.cast(step + 1, tf.float32) / float(max(self.warmup_steps, 1))
+    return self.learning_rate * tf.minimum(1.0, ramp)
+
+  def get_config(self):
+    return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
+
+
 class Trainer:
-  """Builds everything under a strategy and trains; ``train()`` returns the final metrics."""
+  """Builds everything under a strategy and trains; ``train()`` returns the final metrics.
+
+  In parts, each a section below: building (strategy, model, optimizer, checkpoint, data), the
+  step functions (train_step, eval_step), checkpoints and resuming, validation (bits/dim,
+  caption gain, the digit judge), the loop (train), summaries and pictures.
+  """
+
+  # --- building: strategy, model, optimizer, checkpoint, data ---------------------------------
 
   def __init__(self, config: Config, data_dir: str, run_dir: str, strategy_name: str = "default",
-               log=print, collective_timeout_s: float = 120.0, preset: Optional[str] = None):
+               log=print, collective_timeout_s: float = 120.0, preset: Optional[str] = None,
+               init_from: Optional[str] = None):
     self.config = config
     self.data_dir = data_dir
     self.run_dir = run_dir
@@ -218,8 +263,9 @@ class Trainer:
       config_lib.save(config, os.path.join(run_dir, "config.json"))
       if not os.path.exists(os.path.join(run_dir, RUN_INFO)):
         with open(os.path.join(run_dir, RUN_INFO), "w", encoding="utf-8") as f:
-          json.dump({"preset": preset}, f)
+          json.dump({"preset": preset, "init_from": init_from and os.path.abspath(init_from)}, f)
       self.vocab.save(os.path.join(run_dir, "vocab.json"))
+    self.init_from = init_from
 
     with self._policy():
       self._build(config, strategy_name)
@@ -250,7 +296,9 @@ class Trainer:
     tf.keras.utils.set_random_seed(config.seed)  # python, numpy, TF and Keras initialisers
     with self.strategy.scope():
       self.model = model_lib.build(config, len(self.vocab))
-      self.optimizer = tf.keras.optimizers.RMSprop(config.learning_rate)
+      self.learning_rate = (LinearWarmup(config.learning_rate, config.warmup_steps)
+                            if config.warmup_steps else config.learning_rate)
+      self.optimizer = tf.keras.optimizers.RMSprop(self.learning_rate)
       if config.mixed_precision == "mixed_float16":
         # float16 gradients underflow without a loss scale; the optimizer adapts it, and skips
         # the update of a step whose scaled gradients overflowed.
@@ -291,8 +339,6 @@ class Trainer:
       self.writers = {name: tf.summary.create_file_writer(os.path.join(run_dir, name))
                       for name in ("train", "validation")}
 
-  # --- data ---------------------------------------------------------------------------------
-
   def _dataset(self, files: List[str], train: bool, skip_batches: int = 0, repeat: bool = False):
     c = self.config
     ds = tfrecords.make_dataset(files, c.batch_size, c.image_side, c.max_caption_len,
@@ -302,7 +348,7 @@ class Trainer:
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return self.strategy.experimental_distribute_dataset(ds.with_options(options))
 
-  # --- steps --------------------------------------------------------------------------------
+  # --- the step functions ---------------------------------------------------------------------
 
   def _build_step_functions(self):
     c = self.config
@@ -378,17 +424,7 @@ class Trainer:
     self.train_step = under_policy(train_step)
     self.eval_step = under_policy(eval_step)
 
-  # --- the loop -----------------------------------------------------------------------------
-
-  def _install_signal_handlers(self):
-    def request_stop(signum, _frame):
-      self.log(f"received signal {signum}: saving a checkpoint and stopping")
-      self.stop_requested = True
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
-        signal.signal(sig, request_stop)
-      except ValueError:  # not the main thread (e.g. inside a test runner thread)
-        pass
+  # --- checkpoints and resuming ---------------------------------------------------------------
 
   def restore(self) -> int:
     # Every worker restores the chief's checkpoint (the others only ever write scratch copies).
@@ -403,6 +439,8 @@ class Trainer:
     elif latest:
       restore_checked(self.checkpoint, latest)
       self.log(f"resumed from {latest} at step {int(self.step.numpy())}")
+    elif self.init_from:
+      self._warm_start(self.init_from)
     step = int(self.step.numpy())
     if not self.iterator_in_checkpoint:
       self.train_iterator = iter(self._dataset(self.train_files, train=True, skip_batches=step))
@@ -413,6 +451,44 @@ class Trainer:
     if not self.chief:
       shutil.rmtree(self.manager.directory, ignore_errors=True)
     return path
+
+  def _warm_start(self, source_run: str) -> None:
+    """A new run's model weights from another run's latest checkpoint (its weights' average if
+    it keeps one); optimizer, step and data start fresh (``warmup_steps`` eases the start)."""
+    source_config, source_vocab, latest = load_run_config(source_run)
+    if source_vocab != self.vocab:
+      raise TrainingError(f"--init_from {source_run} was trained on another vocabulary than "
+                          f"{self.data_dir}'s: its word embeddings would mean other words")
+    different = {k: v for k, v in source_config.differences(self.config).items()
+                 if k in MODEL_FIELDS}
+    if different:
+      raise TrainingError(f"--init_from {source_run} is a model of another shape (" + "; ".join(
+          f"{k}: it has {a!r}, this run {b!r}" for k, (a, b) in different.items()) + ")")
+    if not latest:
+      raise TrainingError(f"--init_from {source_run} has no checkpoint")
+    restore_model(self.model, source_config, latest)
+    if self.average:
+      self.average.reset()
+    self.log(f"started from the weights of {latest}; optimizer state and data position are new"
+             + (f", the learning rate warms up over {self.config.warmup_steps} steps"
+                if self.config.warmup_steps else ""))
+
+  def current_learning_rate(self) -> float:
+    if isinstance(self.learning_rate, LinearWarmup):
+      return float(self.learning_rate(self.optimizer.iterations))
+    return float(self.learning_rate)
+
+  def _install_signal_handlers(self):
+    def request_stop(signum, _frame):
+      self.log(f"received signal {signum}: saving a checkpoint and stopping")
+      self.stop_requested = True
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        signal.signal(sig, request_stop)
+      except ValueError:  # not the main thread (e.g. inside a test runner thread)
+        pass
+
+  # --- validation -----------------------------------------------------------------------------
 
   def shown_weights(self):
     """The weights validation, samples and exports show: the moving average if the run keeps
@@ -480,6 +556,8 @@ class Trainer:
                                                   c.judge_captions, c.judge_samples, c.seed)
     return self._probe
 
+  # --- the loop -------------------------------------------------------------------------------
+
   def train(self) -> Dict[str, float]:
     with self._policy():
       return self._train()
@@ -496,69 +574,20 @@ class Trainer:
       return {"step": start_step, **self.evaluate(c.eval_batches)}
     self.log(f"training {c.train_steps - start_step} steps on {self.strategy.num_replicas_in_sync}"
              f" replica(s); global batch {c.batch_size}, {c.num_pixels} pixels per image")
-    started = time.time()
-    seconds_before = float(self.train_seconds.numpy())
-    window_start, window_steps = time.time(), 0
-    losses: List[float] = []
-    last = {}
-    consecutive_nonfinite = 0
+    clock = _Clock(time.time(), float(self.train_seconds.numpy()), budget)
+    window, last = _ProgressWindow(), {}
     validated = (None, {})  # (step, metrics) of the latest validation
+    self._consecutive_nonfinite = 0
     while int(self.step.numpy()) < c.train_steps and not self.stop_requested:
-      try:
-        loss, norm, applied = self.train_step(self.train_iterator)
-      except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
-        bad = tfrecords.find_corrupt_files(self.train_files)
-        if bad:
-          raise tfrecords.DataError(f"corrupt or truncated TFRecord file(s): {', '.join(bad)}")
-        raise
-      step = int(self.step.assign_add(1).numpy())
-      self.train_seconds.assign(seconds_before + time.time() - started)
-      loss = float(loss)
-      window_steps += 1
-      # A step whose update was not applied still counts (its batch is used up), and falls
-      # through to the checkpoint, validation and time-bound checks below like any other.
-      if not bool(applied) and c.mixed_precision == "mixed_float16" and np.isfinite(loss):
-        self.log(f"step {step}: float16 gradients overflowed; update skipped, loss scale now "
-                 f"{float(self.optimizer.loss_scale):g}")
-      elif not bool(applied):
-        if c.nonfinite == "stop":
-          self.step.assign_sub(1)
-          raise TrainingError(
-              f"non-finite loss ({loss}) or gradient norm ({float(norm)}) at step {step}; the "
-              f"last good checkpoint is kept in {self.manager.directory} (use --nonfinite=skip "
-              "to skip such batches instead)")
-        consecutive_nonfinite += 1
-        self.nonfinite_skipped.assign_add(1)
-        self.log(f"step {step}: non-finite loss or gradient; batch skipped ({consecutive_nonfinite}"
-                 f" in a row, {int(self.nonfinite_skipped.numpy())} in all)")
-        if consecutive_nonfinite >= c.max_consecutive_nonfinite:
-          raise TrainingError(
-              f"{consecutive_nonfinite} consecutive steps had a non-finite loss or gradient "
-              f"(steps {step - consecutive_nonfinite + 1}-{step}, max_consecutive_nonfinite="
-              f"{c.max_consecutive_nonfinite}): the run is not recovering; skipped steps leave "
-              f"the weights unchanged, and the latest checkpoint is in {self.manager.directory}")
-      else:
-        consecutive_nonfinite = 0
-        losses.append(loss)
+      step, loss, norm, applied = self._run_step(clock)
+      window.steps += 1
+      # A step whose update was not applied still counts (its batch is used up), and goes on to
+      # the checkpoint, validation and time-bound checks below like any other.
+      if self._check_update(step, loss, norm, applied):
+        window.losses.append(loss)
       if step % c.log_every == 0 or step == c.train_steps:
-        elapsed = time.time() - window_start
-        steps_per_sec = window_steps / max(elapsed, 1e-9)
-        mean_loss = float(np.mean(losses)) if losses else float("nan")
-        done = step - start_step
-        eta = (c.train_steps - step) / max(steps_per_sec, 1e-9)
-        eta = min(eta, budget - float(self.train_seconds.numpy()))
-        self.log(f"step {step}/{c.train_steps} loss {mean_loss:.4f} nats/px "
-                 f"({metrics_lib.nats_to_bits(mean_loss):.3f} bits/dim) | "
-                 f"{steps_per_sec:.2f} steps/s, {steps_per_sec * c.batch_size * c.num_pixels:,.0f}"
-                 f" px/s | ETA {_minutes(eta)}")
-        self._scalars("train", step, {
-            "loss": mean_loss, "bits_per_dim": metrics_lib.nats_to_bits(mean_loss),
-            "learning_rate": float(self.optimizer.learning_rate.numpy()),
-            "gradient_norm": float(norm), "steps_per_sec": steps_per_sec,
-            "pixels_per_sec": steps_per_sec * c.batch_size * c.num_pixels,
-            "nonfinite_skipped": float(self.nonfinite_skipped.numpy())})
-        last = {"train_loss": mean_loss, "steps_per_sec": steps_per_sec, "done": done}
-        losses, window_start, window_steps = [], time.time(), 0
+        last = self._log_progress(step, start_step, float(norm), window, clock)
+        window = _ProgressWindow()
       if step % c.checkpoint_every == 0:
         self.save()
       if step % c.eval_every == 0:
@@ -568,6 +597,74 @@ class Trainer:
       if self.train_seconds.numpy() >= budget:
         self.log(f"time bound of {c.max_train_minutes} min reached at step {step}")
         break
+    return self._finish(last, validated)
+
+  def _run_step(self, clock: "_Clock"):
+    """One train step: (step number, loss, gradient norm, whether the update was applied)."""
+    try:
+      loss, norm, applied = self.train_step(self.train_iterator)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+      bad = tfrecords.find_corrupt_files(self.train_files)
+      if bad:
+        raise tfrecords.DataError(f"corrupt or truncated TFRecord file(s): {', '.join(bad)}")
+      raise
+    step = int(self.step.assign_add(1).numpy())
+    self.train_seconds.assign(clock.seconds_before + time.time() - clock.started)
+    return step, float(loss), norm, bool(applied)
+
+  def _check_update(self, step: int, loss: float, norm, applied: bool) -> bool:
+    """Whether the step trained; a float16 overflow is logged, a non-finite step stops the run
+    (--nonfinite=stop) or is skipped and counted, up to max_consecutive_nonfinite in a row."""
+    c = self.config
+    if applied:
+      self._consecutive_nonfinite = 0
+      return True
+    if c.mixed_precision == "mixed_float16" and np.isfinite(loss):
+      self.log(f"step {step}: float16 gradients overflowed; update skipped, loss scale now "
+               f"{float(self.optimizer.loss_scale):g}")
+      return False
+    if c.nonfinite == "stop":
+      self.step.assign_sub(1)
+      raise TrainingError(
+          f"non-finite loss ({loss}) or gradient norm ({float(norm)}) at step {step}; the "
+          f"last good checkpoint is kept in {self.manager.directory} (use --nonfinite=skip "
+          "to skip such batches instead)")
+    self._consecutive_nonfinite += 1
+    in_a_row = self._consecutive_nonfinite
+    self.nonfinite_skipped.assign_add(1)
+    self.log(f"step {step}: non-finite loss or gradient; batch skipped ({in_a_row}"
+             f" in a row, {int(self.nonfinite_skipped.numpy())} in all)")
+    if in_a_row >= c.max_consecutive_nonfinite:
+      raise TrainingError(
+          f"{in_a_row} consecutive steps had a non-finite loss or gradient "
+          f"(steps {step - in_a_row + 1}-{step}, max_consecutive_nonfinite="
+          f"{c.max_consecutive_nonfinite}): the run is not recovering; skipped steps leave "
+          f"the weights unchanged, and the latest checkpoint is in {self.manager.directory}")
+    return False
+
+  def _log_progress(self, step: int, start_step: int, norm: float, window: "_ProgressWindow",
+                    clock: "_Clock") -> Dict[str, float]:
+    """The progress line and train/ summaries for the steps since the last line."""
+    c = self.config
+    steps_per_sec = window.steps / max(time.time() - window.started, 1e-9)
+    pixels_per_sec = steps_per_sec * c.batch_size * c.num_pixels
+    mean_loss = float(np.mean(window.losses)) if window.losses else float("nan")
+    eta = min((c.train_steps - step) / max(steps_per_sec, 1e-9),
+              clock.budget - float(self.train_seconds.numpy()))
+    self.log(f"step {step}/{c.train_steps} loss {mean_loss:.4f} nats/px "
+             f"({metrics_lib.nats_to_bits(mean_loss):.3f} bits/dim) | "
+             f"{steps_per_sec:.2f} steps/s, {pixels_per_sec:,.0f} px/s | ETA {_minutes(eta)}")
+    self._scalars("train", step, {
+        "loss": mean_loss, "bits_per_dim": metrics_lib.nats_to_bits(mean_loss),
+        "learning_rate": self.current_learning_rate(),
+        "gradient_norm": norm, "steps_per_sec": steps_per_sec, "pixels_per_sec": pixels_per_sec,
+        "nonfinite_skipped": float(self.nonfinite_skipped.numpy())})
+    return {"train_loss": mean_loss, "steps_per_sec": steps_per_sec, "done": step - start_step}
+
+  def _finish(self, last: Dict[str, float], validated) -> Dict[str, float]:
+    """The final checkpoint, validation (unless the last step had one), sample grid and
+    train_result.json."""
+    c = self.config
     self.save()
     step = int(self.step.numpy())
     metrics = validated[1] if validated[0] == step else self.validate(step)
@@ -585,6 +682,8 @@ class Trainer:
       with open(os.path.join(self.run_dir, "train_result.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result
+
+  # --- summaries and pictures -----------------------------------------------------------------
 
   def _scalars(self, writer: str, step: int, values: Dict[str, float]):
     if writer not in self.writers:
@@ -647,9 +746,14 @@ def _check_run_dir(run_dir: str) -> None:
                          "choose a new or empty directory")
 
 
-def load_run(run_dir: str):
-  """(config, vocabulary, model restored from the latest checkpoint) of a training run; the
-  model holds the weights' moving average where the run keeps one (restore_model)."""
+# The fields that decide the model's weights' shapes: a warm start must match them.
+MODEL_FIELDS = ("image_side", "num_levels", "max_caption_len", "word_embedding_dim",
+                "encoder_units", "pixel_embedding_dim", "decoder_units", "attention_units",
+                "conditioning", "position_embedding_dim", "above_context")
+
+
+def load_run_config(run_dir: str):
+  """(config, vocabulary, path of the latest checkpoint or None) of a training run."""
   from text2pixel.text import Vocabulary
   config_path = os.path.join(run_dir, "config.json")
   if not os.path.exists(config_path):
@@ -661,10 +765,16 @@ def load_run(run_dir: str):
   except (OSError, ValueError) as error:  # missing, not JSON, or not a vocabulary
     raise TrainingError(f"{run_dir} is an incomplete training run: cannot read {vocab_path} "
                         f"({error})") from None
-  model = model_lib.build(config, len(vocab))
-  latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+  return config, vocab, tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+
+
+def load_run(run_dir: str):
+  """(config, vocabulary, model restored from the latest checkpoint) of a training run; the
+  model holds the weights' moving average where the run keeps one (restore_model)."""
+  config, vocab, latest = load_run_config(run_dir)
   if not latest:
     raise TrainingError(f"{run_dir} has no checkpoint yet")
+  model = model_lib.build(config, len(vocab))
   restore_model(model, config, latest)
   diverged = [v.name for v in model.weights if not np.all(np.isfinite(v.numpy()))]
   if diverged:  # sampling from NaN logits fails deep inside the decoder, far from the cause

@@ -8,6 +8,8 @@ must give the same --preset and field flags as the start (only how long and how 
 change: config.RESUMABLE_CHANGES); otherwise it stops and names the fields that differ.
 """
 
+import os
+
 from absl import app, flags
 
 from text2pixel import config as config_lib
@@ -21,10 +23,15 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"]
                   "tf.distribute strategy: one device, all local GPUs, or TF_CONFIG's cluster")
 flags.DEFINE_float("collective_timeout_s", 120.0,
                    "multi_worker: seconds a worker waits for the others before failing")
+flags.DEFINE_string("init_from", "",
+                    "a new run starts from this run's latest weights (e.g. pretrained/"
+                    "cpu_small_in_progress) with a fresh optimizer; use with --warmup_steps")
 
 
 def check_flags():
   config_lib.config_from_flags(FLAGS)  # a ConfigError before TensorFlow starts
+  require(not FLAGS.init_from or os.path.isfile(os.path.join(FLAGS.init_from, "config.json")),
+          f"--init_from {FLAGS.init_from} is not a training run (no config.json)")
   require(FLAGS.collective_timeout_s > 0, "--collective_timeout_s must be > 0")
 
 
@@ -36,7 +43,7 @@ def main(argv):
   config = training.resolve_run_config(FLAGS.run_dir, requested, explicit, FLAGS.preset)
   trainer = training.Trainer(config, FLAGS.data_dir, FLAGS.run_dir, FLAGS.strategy,
                              collective_timeout_s=FLAGS.collective_timeout_s,
-                             preset=FLAGS.preset)
+                             preset=FLAGS.preset, init_from=FLAGS.init_from or None)
   trainer.train()
   return 0
 
