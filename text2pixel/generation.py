@@ -6,6 +6,7 @@ Captions are checked in Python first (text.encode_captions) so a person gets a c
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Dict, Sequence
 
@@ -13,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from text2pixel import text as text_lib, tfrecords
-from text2pixel.errors import UsageError
+from text2pixel.errors import TrainingError, UsageError
 
 
 class Generator:
@@ -63,19 +64,32 @@ class Generator:
 
 
 class CheckpointGenerator(Generator):
+  """A training run's latest weights. Config and vocabulary are read first, so captions are
+  checked in a second; the model is built and restored on first use."""
 
   def __init__(self, run_dir: str, beam_width: int = 4):
     from text2pixel import training
-    self.config, self.vocab, self.model = training.load_run(run_dir)
+    self.run_dir = run_dir
+    self.config, self.vocab, latest = training.load_run_config(run_dir)
+    if not latest:
+      raise TrainingError(f"{run_dir} has no checkpoint yet")
     self.attends = self.config.conditioning == "attention"
     self.beam_width = beam_width
     self._functions = {}
+
+  @functools.cached_property
+  def model(self):
+    from text2pixel import training
+    return training.load_run(self.run_dir)[2]
+
+  @functools.cached_property
+  def _scorers(self):
     length, side = self.config.max_caption_len, self.config.image_side
     signature = [tf.TensorSpec([None, length], tf.int32), tf.TensorSpec([None], tf.int32),
                  tf.TensorSpec([None, side, side], tf.uint8)]
-    # One trace each, whatever the block sizes.
-    self._matrix = tf.function(self.model.log_likelihood_matrix, input_signature=signature)
-    self._pairs = tf.function(self.model.log_likelihood, input_signature=signature)
+    # One trace each, whatever the block sizes: (all pairs, matched pairs).
+    return (tf.function(self.model.log_likelihood_matrix, input_signature=signature),
+            tf.function(self.model.log_likelihood, input_signature=signature))
 
   def _generate(self, captions, ids, lengths, method, num_samples, temperature, seed):
     from text2pixel import sampling
@@ -88,12 +102,12 @@ class CheckpointGenerator(Generator):
     return {k: v.numpy() for k, v in out.items()}
 
   def score_ids(self, ids, lengths, images):
-    return self._matrix(tf.constant(ids, tf.int32), tf.constant(lengths, tf.int32),
-                        tf.constant(images, tf.uint8)).numpy()
+    return self._scorers[0](tf.constant(ids, tf.int32), tf.constant(lengths, tf.int32),
+                            tf.constant(images, tf.uint8)).numpy()
 
   def log_likelihood(self, ids, lengths, images):
-    return self._pairs(tf.constant(ids, tf.int32), tf.constant(lengths, tf.int32),
-                       tf.constant(images, tf.uint8)).numpy()
+    return self._scorers[1](tf.constant(ids, tf.int32), tf.constant(lengths, tf.int32),
+                            tf.constant(images, tf.uint8)).numpy()
 
 
 class SavedModelGenerator(Generator):
