@@ -35,6 +35,9 @@ def define_flags():
   flags.DEFINE_integer("num_samples", 4, "samples per caption")
   flags.DEFINE_integer("seed", 0, "sampling seed (the same for every checkpoint)")
   flags.DEFINE_integer("every", 1, "judge every k-th kept checkpoint")
+  flags.DEFINE_list("steps", [], "judge only the checkpoints of these steps")
+  flags.DEFINE_string("out", "", "rows to this JSON (default <run_dir>/learning_curve.json; "
+                      "the picture is drawn for the default only)")
 
 
 def main(argv):
@@ -42,10 +45,9 @@ def main(argv):
 
   from text2pixel.threads import configure_threads
   configure_threads(1, 0)
-  import numpy as np
   import tensorflow as tf
   from text2pixel import config as config_lib, judge as judge_lib, model as model_lib, pictures
-  from text2pixel import sampling, tfrecords, training
+  from text2pixel import training
   from text2pixel.text import Vocabulary
 
   config = config_lib.load(os.path.join(FLAGS.run_dir, "config.json"))
@@ -57,13 +59,14 @@ def main(argv):
   if state is None:
     sys.exit(f"{FLAGS.run_dir} has no checkpoints")
   paths = list(state.all_model_checkpoint_paths)[::-1][::FLAGS.every][::-1]
+  if FLAGS.steps:
+    paths = [os.path.join(FLAGS.run_dir, "checkpoints", f"ckpt-{int(s)}") for s in FLAGS.steps]
   judge = judge_lib.load_or_train_judge(num_threads=0, log=print)
-  generate = sampling.make_generate_fn(model, "sample", num_samples=FLAGS.num_samples)
-  splits = {name: tfrecords.load_split(FLAGS.data_dir, name, config.image_side,
-                                       limit=FLAGS.num_captions)
-            for name in ("validation", "heldout")}
+  # The trainer's own probe: fixed captions, fixed seed, temperature 1.
+  probe = judge_lib.CaptionJudgeProbe(judge, model, FLAGS.data_dir, FLAGS.num_captions,
+                                      FLAGS.num_samples, FLAGS.seed)
 
-  out_json = os.path.join(FLAGS.run_dir, "learning_curve.json")
+  out_json = FLAGS.out or os.path.join(FLAGS.run_dir, "learning_curve.json")
   rows = {}
   if os.path.exists(out_json):
     rows = {row["checkpoint"]: row for row in json.load(open(out_json))}
@@ -73,24 +76,23 @@ def main(argv):
       continue
     tf.train.Checkpoint(step=step_var, train_seconds=seconds_var).restore(path).expect_partial()
     training.restore_model(model, config, path)  # the weights' average where the run keeps one
+    averaged = bool(config.ema_decay) and training.checkpoint_has(path, training.AVERAGE_KEY)
+    accuracy = probe()
     row = {"checkpoint": name, "step": int(step_var.numpy()),
-           "hours": float(seconds_var.numpy()) / 3600}
-    for split, data in splits.items():
-      ids = tfrecords.pad_ids(list(data["caption_ids"]), config.max_caption_len)
-      lengths = np.array([len(x) for x in data["caption_ids"]], np.int32)
-      images = generate(tf.constant(ids), tf.constant(lengths), tf.constant(1.0),
-                        tf.constant(FLAGS.seed))["images"].numpy()
-      count = len(ids)
-      relations = np.repeat(data["relation"], FLAGS.num_samples)
-      digits = [d for d in data["digits"] for _ in range(FLAGS.num_samples)]
-      row[f"judge_{split}"] = judge_lib.judge_accuracy(
-          judge, images.reshape(-1, *images.shape[2:]), relations, digits)["accuracy"]
-      row[f"judged_{split}"] = count * FLAGS.num_samples
+           "hours": float(seconds_var.numpy()) / 3600,
+           "weights": "moving average" if averaged else "as trained",
+           "judge_validation": accuracy["judge_accuracy"],
+           "judge_heldout": accuracy["judge_accuracy_heldout"],
+           "judged_validation": len(probe.sets["judge_accuracy"]["relations"]),
+           "judged_heldout": len(probe.sets["judge_accuracy_heldout"]["relations"])}
     rows[name] = row
     print(json.dumps(row), flush=True)
     with open(out_json, "w") as f:
       json.dump(sorted(rows.values(), key=lambda r: r["step"]), f, indent=1)
 
+  if FLAGS.out:
+    print(f"wrote {out_json}")
+    return
   ordered = sorted(rows.values(), key=lambda r: r["step"])
   scalars = {}  # {tag: {step: value}}
   for step, values in validation_history(FLAGS.run_dir).items():
