@@ -40,19 +40,28 @@ def define_flags():
                       "the picture is drawn for the default only)")
 
 
+def model_and_probe(run_dir: str, data_dir: str, num_captions: int, num_samples: int, seed: int):
+  """(config, a model of the run's config, the trainer's judge probe on that model: fixed
+  validation and held-out captions, fixed seed, temperature 1). Restore weights into the model,
+  then call the probe."""
+  from text2pixel import judge as judge_lib, model as model_lib, training
+  config, vocab, _ = training.load_run_config(run_dir)
+  model = model_lib.build(config, len(vocab))
+  judge = judge_lib.load_or_train_judge(num_threads=0, log=print)
+  return config, model, judge_lib.CaptionJudgeProbe(judge, model, data_dir, num_captions,
+                                                    num_samples, seed)
+
+
 def main(argv):
   del argv
 
   from text2pixel.threads import configure_threads
   configure_threads(1, 0)
   import tensorflow as tf
-  from text2pixel import config as config_lib, judge as judge_lib, model as model_lib, pictures
-  from text2pixel import training
-  from text2pixel.text import Vocabulary
+  from text2pixel import pictures, training
 
-  config = config_lib.load(os.path.join(FLAGS.run_dir, "config.json"))
-  vocab = Vocabulary.load(os.path.join(FLAGS.run_dir, "vocab.json"))
-  model = model_lib.build(config, len(vocab))
+  config, model, probe = model_and_probe(FLAGS.run_dir, FLAGS.data_dir, FLAGS.num_captions,
+                                         FLAGS.num_samples, FLAGS.seed)
   step_var = tf.Variable(0, dtype=tf.int64)
   seconds_var = tf.Variable(0.0, dtype=tf.float64)
   state = tf.train.get_checkpoint_state(os.path.join(FLAGS.run_dir, "checkpoints"))
@@ -61,10 +70,6 @@ def main(argv):
   paths = list(state.all_model_checkpoint_paths)[::-1][::FLAGS.every][::-1]
   if FLAGS.steps:
     paths = [os.path.join(FLAGS.run_dir, "checkpoints", f"ckpt-{int(s)}") for s in FLAGS.steps]
-  judge = judge_lib.load_or_train_judge(num_threads=0, log=print)
-  # The trainer's own probe: fixed captions, fixed seed, temperature 1.
-  probe = judge_lib.CaptionJudgeProbe(judge, model, FLAGS.data_dir, FLAGS.num_captions,
-                                      FLAGS.num_samples, FLAGS.seed)
 
   out_json = FLAGS.out or os.path.join(FLAGS.run_dir, "learning_curve.json")
   rows = {}

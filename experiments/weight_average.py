@@ -40,15 +40,10 @@ def main(argv):
   configure_threads(0, 0)
   import numpy as np
   import tensorflow as tf
-  from text2pixel import config as config_lib, judge as judge_lib, model as model_lib
-  from text2pixel.text import Vocabulary
+  from experiments.learning_curve import model_and_probe
 
-  config = config_lib.load(os.path.join(FLAGS.run_dir, "config.json"))
-  vocab = Vocabulary.load(os.path.join(FLAGS.run_dir, "vocab.json"))
-  model = model_lib.build(config, len(vocab))
-  judge = judge_lib.load_or_train_judge(num_threads=0, log=print)
-  probe = judge_lib.CaptionJudgeProbe(judge, model, FLAGS.data_dir, FLAGS.num_captions,
-                                      FLAGS.num_samples, FLAGS.seed)
+  _, model, probe = model_and_probe(FLAGS.run_dir, FLAGS.data_dir, FLAGS.num_captions,
+                                    FLAGS.num_samples, FLAGS.seed)
   checkpoints = os.path.join(FLAGS.run_dir, "checkpoints")
   rows, weights = [], []
   for step in FLAGS.steps:
