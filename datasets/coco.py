@@ -45,7 +45,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from text2pixel import pictures, text as text_lib, tfrecords
+from text2pixel import layout, pictures, text as text_lib, tfrecords
 
 SIDE = tfrecords.STORED_SIDE
 CAPTIONS_PER_IMAGE = 5
@@ -542,7 +542,7 @@ def build(coco_dir: str, out_dir: str, year: str = "2014", center_crop: bool = F
       "last_run": {"shards_written": len(pending), "shards_kept": len(tasks) - len(pending),
                    "seconds": round(time.time() - start, 1)},
   }
-  tfrecords.write_metadata(out_dir, metadata)
+  layout.write_metadata(out_dir, metadata)
   preview = write_preview(out_dir, list(metadata["splits"]))
   log(f"wrote {sum(counts.values())} examples to {out_dir} in {time.time() - start:.1f}s; "
       f"vocabulary {len(vocab)} words; preview {preview}")
@@ -562,7 +562,7 @@ def write_preview(out_dir: str, splits: Sequence[str], per_split: int = 4) -> st
 
 
 def summary(out_dir: str, max_problems: int = 20) -> str:
-  meta = tfrecords.read_metadata(out_dir)
+  meta = layout.read_metadata(out_dir)
   lines = [f"MS-COCO {meta['year']} in {out_dir}: vocabulary {meta['vocab_size']} words"]
   for name in [s for s in SPLITS if s in meta["splits"]]:
     count = meta["splits"][name]

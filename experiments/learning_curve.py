@@ -44,8 +44,8 @@ def model_and_probe(run_dir: str, data_dir: str, num_captions: int, num_samples:
   """(config, a model of the run's config, the trainer's judge probe on that model: fixed
   validation and held-out captions, fixed seed, temperature 1). Restore weights into the model,
   then call the probe."""
-  from text2pixel import judge as judge_lib, model as model_lib, training
-  config, vocab, _ = training.load_run_config(run_dir)
+  from text2pixel import judge as judge_lib, layout, model as model_lib
+  config, vocab, _ = layout.load_run_config(run_dir)
   model = model_lib.build(config, len(vocab))
   judge = judge_lib.load_or_train_judge(num_threads=0, log=print)
   return config, model, judge_lib.CaptionJudgeProbe(judge, model, data_dir, num_captions,

@@ -143,9 +143,9 @@ def main(argv):
 def float32_bits_per_dim(run_dir: str, data_dir: str, batches: int) -> float:
   """The run's latest checkpoint on the trainer's validation batches, computed in float32."""
   import tensorflow as tf
-  from text2pixel import metrics as metrics_lib, model as model_lib, tfrecords, training
+  from text2pixel import metrics as metrics_lib, layout, model as model_lib, tfrecords, training
   config, _, model = training.load_run(run_dir)  # float32: nothing sets a mixed policy here
-  data = tfrecords.make_dataset(tfrecords.split_files(os.path.join(REPO, data_dir), "validation"),
+  data = tfrecords.make_dataset(layout.split_files(os.path.join(REPO, data_dir), "validation"),
                                 config.batch_size, config.image_side, config.max_caption_len,
                                 repeat=True)
   loss = tf.function(

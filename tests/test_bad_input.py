@@ -68,7 +68,7 @@ USER_ERRORS = [
     ("a run without checkpoints", errors.TrainingError,
      [EXPORT, "--run_dir", "{tmp}/empty_run", "--export_dir", "{tmp}/export"],
      "empty_run has no checkpoint yet", "export"),
-    ("multi_worker without a cluster", errors.TrainingError,
+    ("multi_worker without a cluster", errors.UsageError,
      [TRAIN, "--data_dir", "{data}", "--run_dir", "{tmp}/new_run", "--preset", "tiny",
       "--strategy", "multi_worker"],
      "error: --strategy=multi_worker needs TF_CONFIG describing the cluster", "new_run"),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from datasets import coco
-from text2pixel import text as text_lib, tfrecords
+from text2pixel import layout, text as text_lib, tfrecords
 
 # Its module-scoped fixtures are built once: every test of this file runs on one xdist worker.
 pytestmark = pytest.mark.xdist_group("coco")
@@ -133,7 +133,7 @@ def _image_id(source_id):
 def _raw_captions(out, split):
   import tensorflow as tf
   captions = []
-  for record in tf.data.TFRecordDataset(tfrecords.split_files(out, split)):
+  for record in tf.data.TFRecordDataset(layout.split_files(out, split)):
     parsed = tf.io.parse_single_example(record, tfrecords.FEATURES)
     captions.append((_image_id(parsed["source_id"].numpy()),
                      parsed["raw_caption"].numpy().decode()))
@@ -206,7 +206,7 @@ def test_build_writes_32x32_grayscale_of_each_source_image(built):
 
 def test_first_five_captions_cleaned_and_encoded(built):
   out, meta, splits, truth, _ = built
-  vocab = tfrecords.load_vocabulary(out)
+  vocab = layout.load_vocabulary(out)
   by_image = {}
   for split in splits:
     for image_id, raw in _raw_captions(out, split):
@@ -248,7 +248,7 @@ def test_splits_share_no_image_and_vocabulary_comes_from_train(built, fixture):
   assert planned_train - {5} == ids["train"]
   words = [coco.clean_caption(c) for i in planned_train for c in truth["captions"][i][:5]]
   words = [w for w in words if w and len(w) < 24]
-  vocab = tfrecords.load_vocabulary(out)
+  vocab = layout.load_vocabulary(out)
   assert vocab == text_lib.Vocabulary.build(words)
   assert meta["vocab_size"] == len(vocab)
   assert "zebra" not in vocab.words  # a test-only word
@@ -256,7 +256,7 @@ def test_splits_share_no_image_and_vocabulary_comes_from_train(built, fixture):
   import tensorflow as tf
   for split in splits:
     owner = {}
-    for path in tfrecords.split_files(out, split):
+    for path in layout.split_files(out, split):
       for record in tf.data.TFRecordDataset(path):
         source = tf.io.parse_single_example(record, tfrecords.FEATURES)["source_id"].numpy()
         assert owner.setdefault(source, path) == path
@@ -269,7 +269,7 @@ def test_bad_inputs_are_reported_with_their_ids_and_skipped(built):
   assert ("missing_file", 6, None) in problems
   assert ("unknown_image_id", 424242, 999_001) in problems
   assert len(meta["problems"]) == 3
-  assert tfrecords.read_metadata(out)["problems"] == meta["problems"]
+  assert layout.read_metadata(out)["problems"] == meta["problems"]
   text = coco.summary(out)
   for needle in ("unreadable_image (image 5)", "missing_file (image 6)",
                  "unknown_image_id (image 424242, annotation 999001)"):
@@ -323,7 +323,7 @@ def test_resume_rewrites_only_the_lost_shard_byte_for_byte(built, fixture, tmp_p
   redone = coco.build(root, out, num_workers=1, log=lambda *_: None, overwrite=True,
                       **{**BUILD_ARGS, "num_shards": 2})
   assert redone["splits"] == built[1]["splits"]
-  assert len(tfrecords.split_files(out, "train")) == 2
+  assert len(layout.split_files(out, "train")) == 2
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from datasets import mnist, mnist_captions
-from text2pixel import text as text_lib, tfrecords
+from text2pixel import layout, text as text_lib, tfrecords
 
 
 def test_real_mnist_matches_official_md5(mnist_arrays):
@@ -84,7 +84,7 @@ def test_every_template_puts_the_named_digits_in_the_named_place(mnist_arrays, r
 
 
 def test_builder_splits_sizes_heldout_and_preview(mnist_captions_dir):
-  meta = tfrecords.read_metadata(mnist_captions_dir)
+  meta = layout.read_metadata(mnist_captions_dir)
   assert meta["splits"] == {"train": 640, "validation": 64, "test": 64, "heldout": 64}
   assert os.path.getsize(os.path.join(mnist_captions_dir, "preview.png")) > 1000
   data = {s: tfrecords.load_split(mnist_captions_dir, s) for s in meta["splits"]}
@@ -148,7 +148,7 @@ def test_tfrecord_round_trip_and_batching(tmp_path):
   order = np.argsort([int(s.decode().split("-")[1]) for s in loaded["source_id"]])
   np.testing.assert_array_equal(loaded["image"][order], images)
   assert loaded["boxes"][0].tolist() == [1, 2, 3, 4]
-  files = tfrecords.split_files(str(tmp_path), "train")
+  files = layout.split_files(str(tmp_path), "train")
   batch = next(iter(tfrecords.make_dataset(files, 4, image_side=8, max_caption_len=6)))
   assert batch["image"].shape == (4, 8, 8) and batch["caption_ids"].shape == (4, 6)
   # The model's 8x8 images are the 4x4 average pool of the stored 32x32 ones.
@@ -160,7 +160,7 @@ def test_tfrecord_round_trip_and_batching(tmp_path):
 def test_corrupt_or_missing_shards_name_the_file(tmp_path):
   records = [tfrecords.make_example(np.zeros((32, 32), np.uint8), [3, 2], "a", "a", "id")] * 50
   tfrecords.write_split(str(tmp_path), "train", records, num_shards=2)
-  files = tfrecords.split_files(str(tmp_path), "train")
+  files = layout.split_files(str(tmp_path), "train")
   with open(files[1], "r+b") as f:  # flip bytes inside a record body
     f.seek(200)
     f.write(b"\x00garbage\x00")
@@ -170,9 +170,9 @@ def test_corrupt_or_missing_shards_name_the_file(tmp_path):
       pass
   os.remove(files[0])
   with pytest.raises(tfrecords.DataError, match="has 1 of 2 shards"):
-    tfrecords.split_files(str(tmp_path), "train")
+    layout.split_files(str(tmp_path), "train")
   with pytest.raises(tfrecords.DataError, match="no TFRecords for split 'test'"):
-    tfrecords.split_files(str(tmp_path), "test")
+    layout.split_files(str(tmp_path), "test")
 
 
 def test_wrong_image_size_in_a_record_is_an_error(tmp_path):

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from text2pixel import errors, export, generation, sampling, text as text_lib, tfrecords, training
+from text2pixel import errors, export, generation, layout, sampling, text as text_lib, tfrecords
+from text2pixel import training
 
 # Its module-scoped fixtures are built once: every test of this file runs on one xdist worker.
 pytestmark = pytest.mark.xdist_group("export")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAPTIONS = ["the digit 3 is on the left of the digit 5", "the digit 7 is at the top left of the image"]
+UNKNOWN_WORD_CAPTION = "the digit 4 is purple"  # 'purple' becomes <unk>
 
 
 @pytest.fixture(scope="module")
@@ -83,20 +85,25 @@ def export_dir(run, tmp_path_factory):
   path = tmp_path_factory.mktemp("export") / "model"
   (path / "variables").mkdir(parents=True)
   (path / "saved_model.pb").write_text("an earlier export")
-  (path / export.INFO_FILE).write_text("an earlier export")
+  (path / layout.EXPORT_INFO).write_text("an earlier export")
   (path / "variables" / "stale").write_text("from the earlier export")
-  export.check_replaceable(str(path))  # an earlier export: may be replaced
+  layout.check_export_replaceable(str(path))  # an earlier export: may be replaced
   assert export.export(model, vocab, config, str(path), beam_width=2) == str(path)
   return str(path)
 
 
 def test_saved_model_loads_without_tensorflow_addons_and_matches(run, export_dir, tmp_path):
+  """Every signature of the export, loaded where tfa cannot be imported, gives what the model
+  gives; the in-graph tokenizer maps unknown words to <unk> and refuses what Python refuses.
+  (The one load of the SavedModel in this process-heavy module: each takes ~30 s.)"""
   config, vocab, model = run
   ids, lengths = _ids(vocab, config)
   expected = {m: sampling.make_generate_fn(model, m, num_samples=2 if m == "sample" else 1,
                                           beam_width=2)(ids, lengths, tf.constant(1.0),
                                                         tf.constant(5))
               for m in ("sample", "greedy", "beam")}
+  expected_unknown = sampling.make_generate_fn(model, "greedy")(
+      *_ids(vocab, config, [UNKNOWN_WORD_CAPTION]), tf.constant(1.0), tf.constant(0))
   images = expected["sample"]["images"].numpy()[:, 0]
   expected_scores = model.log_likelihood_matrix(ids, lengths, tf.constant(images)).numpy()
   np.save(tmp_path / "images.npy", images)
@@ -115,6 +122,15 @@ out["greedy"] = m.signatures["greedy"](captions=caps)["images"].numpy().tolist()
 out["beam"] = m.signatures["beam"](captions=caps)["images"].numpy().tolist()
 out["score"] = m.signatures["score"](captions=caps,
     images=tf.constant(np.load({str(tmp_path / "images.npy")!r})))["log_likelihood"].numpy().tolist()
+out["unknown"] = m.signatures["greedy"](
+    captions=tf.constant([{UNKNOWN_WORD_CAPTION!r}]))["images"].numpy().tolist()
+def error_of(caption):
+  try:
+    m.signatures["greedy"](captions=tf.constant([caption]))
+  except tf.errors.InvalidArgumentError as error:
+    return error.message
+out["no_words"] = error_of("  !! ")
+out["too_long"] = error_of(" ".join(["digit"] * 40))
 out["tfa_loaded"] = any(k.startswith("tensorflow_addons.") for k in sys.modules)
 print(json.dumps(out))
 """
@@ -130,11 +146,15 @@ print(json.dumps(out))
   np.testing.assert_allclose(served["sample_lp"], expected["sample"]["log_prob"].numpy(),
                              rtol=1e-5)
   np.testing.assert_allclose(served["score"], expected_scores, rtol=1e-5)
+  np.testing.assert_array_equal(np.array(served["unknown"], np.uint8),
+                                expected_unknown["images"].numpy())
+  assert "no words" in served["no_words"], served["no_words"]
+  assert "too long" in served["too_long"], served["too_long"]
 
 
 @pytest.fixture(scope="module")
 def loaded(export_dir):
-  return export.LoadedModel(export_dir)  # loading takes ~30 s: once per module
+  return export.LoadedModel(export_dir)  # reads text2pixel.json; the SavedModel is not loaded
 
 
 def test_export_records_config_and_vocabulary(run, export_dir, loaded):
@@ -144,14 +164,6 @@ def test_export_records_config_and_vocabulary(run, export_dir, loaded):
     assert json.load(f)["vocabulary"] == vocab.words
 
 
-def test_in_graph_caption_checks(loaded):
-  module = loaded.module
-  with pytest.raises(tf.errors.InvalidArgumentError, match="no words"):
-    module.signatures["greedy"](captions=tf.constant(["  !! "]))
-  with pytest.raises(tf.errors.InvalidArgumentError, match="too long"):
-    module.signatures["greedy"](captions=tf.constant([" ".join(["digit"] * 40)]))
-
-
 BAD_CAPTIONS = [  # (caption, error message or None, warning)
     ("", "has no words", None),
     ("   \t ", "has no words", None),
@@ -159,12 +171,14 @@ BAD_CAPTIONS = [  # (caption, error message or None, warning)
     ("purple elephants", "no word is in the vocabulary (unknown: purple, elephants)", None),
     ("x" * 5000, "no word is in the vocabulary (unknown: " + "x" * 5000, None),
     (b"the digit \xe9", "is not valid UTF-8", None),
-    ("the digit 4 is purple", None, "unknown words purple become <unk>"),
+    (UNKNOWN_WORD_CAPTION, None, "unknown words purple become <unk>"),
 ]
 
 
 @pytest.mark.parametrize("source", ["run", "saved_model"])
 def test_bad_captions_give_clear_errors(tiny_run_dir, loaded, source):
+  """Refused before the model is loaded (the SavedModel never is here); the export's own
+  handling of an unknown word: test_saved_model_loads_without_tensorflow_addons_and_matches."""
   generator = generation.Generator.open(tiny_run_dir) if source == "run" else \
       generation.SavedModelGenerator(loaded)
   for caption, error, warning in BAD_CAPTIONS:
@@ -173,10 +187,15 @@ def test_bad_captions_give_clear_errors(tiny_run_dir, loaded, source):
       with pytest.raises(text_lib.CaptionError) as raised:
         generator.generate([caption], "greedy", warn=warnings.append)
       assert error in str(raised.value), (caption, str(raised.value))
-    else:
+    elif source == "run":
       out = generator.generate([caption], "greedy", warn=warnings.append)
       assert out["images"].shape == (1, 1, 8, 8)
       assert any(warning in w for w in warnings), warnings
+    else:
+      generator.prepare([caption], warn=warnings.append)
+      assert any(warning in w for w in warnings), warnings
+  if source == "saved_model":
+    assert "module" not in vars(loaded)  # the checks above needed no SavedModel
 
 
 @pytest.mark.parametrize("source", ["run", "saved_model"])
@@ -229,10 +248,10 @@ def test_export_refuses_to_replace_anything_but_an_export(run, tmp_path):
 def test_export_replaces_an_earlier_export(export_dir, tmp_path):
   path = pathlib.Path(export_dir)
   assert not (path / "variables" / "stale").exists()
-  assert export.is_export(export_dir)
-  assert json.loads((path / export.INFO_FILE).read_text())["beam_width"] == 2
+  assert layout.is_export(export_dir)
+  assert json.loads((path / layout.EXPORT_INFO).read_text())["beam_width"] == 2
   assert sorted(p.name for p in path.parent.iterdir()) == ["model"]  # no temp dirs left
-  export.check_replaceable(str(tmp_path))  # an empty folder may be used too
+  layout.check_export_replaceable(str(tmp_path))  # an empty folder may be used too
 
 
 @pytest.mark.parametrize("contents", [{}, {"saved_model.pb": b"x"}, {"text2pixel.json": b"{}"}])

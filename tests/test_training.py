@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from text2pixel import config as config_lib, model as model_lib, tfrecords, training
+from text2pixel import config as config_lib, layout, model as model_lib, tfrecords, training
 from text2pixel.errors import DataError, TrainingError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,23 +100,38 @@ def test_a_restart_must_ask_for_the_same_run(tiny_run_dir):
   """The whole resolved config and the preset name are compared with the saved ones; only how
   long and how often may change, and only when given as flags."""
   saved = config_lib.load(os.path.join(tiny_run_dir, "config.json"))
-  assert training.read_run_info(tiny_run_dir) == {"preset": "tiny", "init_from": None}
+  assert layout.read_run_info(tiny_run_dir) == {"preset": "tiny", "init_from": None}
   tiny = config_lib.get_preset("tiny")
   # The same flags: the saved run, with its own bookkeeping (eval_every=1000), not the preset's.
-  assert training.resolve_run_config(tiny_run_dir, tiny, {}, "tiny") == saved
-  longer = training.resolve_run_config(tiny_run_dir, tiny.replace(train_steps=99),
-                                       {"train_steps": 99}, "tiny")
+  assert layout.resolve_run_config(tiny_run_dir, tiny, {}, "tiny") == saved
+  longer = layout.resolve_run_config(tiny_run_dir, tiny.replace(train_steps=99),
+                                     {"train_steps": 99}, "tiny")
   assert longer == saved.replace(train_steps=99)
   with pytest.raises(TrainingError, match=r"\(preset: run has 'tiny', this command 'cpu_small'; "
                                           r"image_side: run has 8, this command 32; "):
-    training.resolve_run_config(tiny_run_dir, config_lib.get_preset("cpu_small"), {},
-                                "cpu_small")
+    layout.resolve_run_config(tiny_run_dir, config_lib.get_preset("cpu_small"), {},
+                              "cpu_small")
   # A field the preset sets differently is a different run even if no flag names it.
   with pytest.raises(TrainingError, match=r"\(learning_rate: run has 0.003, this command 0.001\)"):
-    training.resolve_run_config(tiny_run_dir, tiny.replace(learning_rate=1e-3), {}, "tiny")
+    layout.resolve_run_config(tiny_run_dir, tiny.replace(learning_rate=1e-3), {}, "tiny")
   with pytest.raises(TrainingError, match=r"decoder_units: run has 32, this command 64"):
-    training.resolve_run_config(tiny_run_dir, tiny.replace(decoder_units=64),
-                                {"decoder_units": 64}, "tiny")
+    layout.resolve_run_config(tiny_run_dir, tiny.replace(decoder_units=64),
+                              {"decoder_units": 64}, "tiny")
+
+
+def test_the_latest_checkpoint_is_found_without_tensorflow(tiny_run_dir, tmp_path):
+  """Binaries check a run before TensorFlow starts: layout.latest_checkpoint must agree with
+  tf.train.latest_checkpoint, on a real run, a moved one, and where there is none."""
+  checkpoints = os.path.join(tiny_run_dir, "checkpoints")
+  assert layout.latest_checkpoint(checkpoints) == tf.train.latest_checkpoint(checkpoints)
+  assert layout.latest_checkpoint(checkpoints).endswith("ckpt-60")
+  moved = tmp_path / "moved"
+  shutil.copytree(checkpoints, moved)
+  assert layout.latest_checkpoint(str(moved)) == tf.train.latest_checkpoint(str(moved))
+  for path in moved.glob("ckpt-60.index"):  # the file it names is gone: no checkpoint
+    path.unlink()
+  assert layout.latest_checkpoint(str(moved)) is tf.train.latest_checkpoint(str(moved)) is None
+  assert layout.latest_checkpoint(str(tmp_path / "nowhere")) is None
 
 
 def test_the_time_bound_carries_over_a_restart(mnist_captions_dir, tmp_path):
@@ -151,7 +166,7 @@ def test_the_time_bound_carries_over_a_restart(mnist_captions_dir, tmp_path):
 def _lengthen_captions(source_dir, out_dir, count):
   """A copy of a data set whose first ``count`` train captions get 20 more tokens."""
   shutil.copytree(source_dir, out_dir)
-  for path in tfrecords.split_files(out_dir, "train"):
+  for path in layout.split_files(out_dir, "train"):
     records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
     with tf.io.TFRecordWriter(path) as writer:
       for record in records:
@@ -170,7 +185,7 @@ def test_over_long_captions_are_counted_reported_and_refused_beyond_one_percent(
     mnist_captions_dir, tmp_path):
   config = _tiny(**QUIET)
   few = _lengthen_captions(mnist_captions_dir, str(tmp_path / "few"), 3)  # 3 of 640: 0.5%
-  files = tfrecords.split_files(few, "train")
+  files = layout.split_files(few, "train")
   lengths = tfrecords.caption_lengths(files)
   independent = [len(ids) for ids in tfrecords.load_split(few, "train")["caption_ids"]]
   assert sorted(lengths.tolist()) == sorted(independent) and len(lengths) == 640
@@ -332,7 +347,7 @@ def test_a_restart_turns_on_the_moving_average_which_follows_its_formula(
   run_dir = str(tmp_path / "run")
   shutil.copytree(tiny_run_dir, run_dir)
   tiny = config_lib.get_preset("tiny")
-  config = training.resolve_run_config(run_dir, tiny.replace(ema_decay=0.9, train_steps=63),
+  config = layout.resolve_run_config(run_dir, tiny.replace(ema_decay=0.9, train_steps=63),
                                        {"ema_decay": 0.9, "train_steps": 63}, "tiny")
   assert config.ema_decay == 0.9
   lines = []
@@ -387,7 +402,7 @@ def test_a_new_run_starts_from_another_runs_weights_with_a_warm_up(
   for a, b in zip(trainer.model.weights, source.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
   assert all(not np.any(v.numpy()) for v in trainer.optimizer.variables)  # slots and iterations
-  assert training.read_run_info(run_dir) == {"preset": "tiny",
+  assert layout.read_run_info(run_dir) == {"preset": "tiny",
                                              "init_from": os.path.abspath(tiny_run_dir)}
   rates, losses = [], []
   for _ in range(4):

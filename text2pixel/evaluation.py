@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from text2pixel import metrics, text as text_lib, tfrecords
+from text2pixel import layout, metrics, text as text_lib, tfrecords
 from text2pixel.generation import Generator
 
 Log = Callable[[str], None]
@@ -151,13 +151,8 @@ def evaluate(generator: Generator, data_dir: str, out_dir: str, num_captions: in
              log: Log = print) -> Dict:
   """Every figure of the tables for one model; writes results.json and results.md in out_dir."""
   config = generator.config
-  meta = tfrecords.read_metadata(data_dir)
-  data_vocab = tfrecords.load_vocabulary(data_dir)
-  if data_vocab != generator.vocab:
-    raise tfrecords.DataError(
-        f"the model's vocabulary ({len(generator.vocab)} words) is not the vocabulary of "
-        f"{data_dir} ({len(data_vocab)} words): its token ids would mean other words; evaluate "
-        "on the data set the model was trained on")
+  meta = layout.read_metadata(data_dir)
+  layout.check_model_vocabulary(generator.vocab, data_dir)
   os.makedirs(out_dir, exist_ok=True)
   need = max(num_captions, pool, ssim_captions, bpd_examples or 0)
   test = split_examples(data_dir, "test", config.image_side, need, config.max_caption_len)

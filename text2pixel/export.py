@@ -28,14 +28,13 @@ import tempfile
 
 import tensorflow as tf
 
-from text2pixel import sampling, text as text_lib
+from text2pixel import layout, sampling, text as text_lib
 from text2pixel.config import Config
-from text2pixel.errors import ConfigError, ModelFileError, OutputDirError
+from text2pixel.errors import ModelFileError
 from text2pixel.model import AlignPixelRNN
 
 # The ExportModule tf.functions saved as signatures (LoadedModel and TF Serving call these).
 SIGNATURES = ("sample", "greedy", "beam", "score", "score_ids", "log_likelihood", "metadata")
-INFO_FILE = "text2pixel.json"  # written into every export beside saved_model.pb
 
 
 def _disable_tfa_custom_kernels():
@@ -142,37 +141,15 @@ class ExportModule(tf.Module):
             "beam_width": tf.constant(self.beam_width_value)}
 
 
-def is_export(path: str) -> bool:
-  """True for a directory this project exported (its text2pixel.json and saved_model.pb)."""
-  return all(os.path.isfile(os.path.join(path, name)) for name in (INFO_FILE, "saved_model.pb"))
-
-
-def check_replaceable(export_dir: str) -> None:
-  """Raises OutputDirError unless export_dir is absent, an empty directory or an earlier export:
-  an export replaces only an export, never a run, a data set or anything else of the user's."""
-  if not os.path.lexists(export_dir):
-    return
-  if os.path.isdir(export_dir) and not os.path.islink(export_dir):
-    if not os.listdir(export_dir) or is_export(export_dir):
-      return
-    kind = "a training run" if os.path.exists(os.path.join(export_dir, "config.json")) else \
-        "not a text2pixel export"
-    raise OutputDirError(f"refusing to replace --export_dir {export_dir}: it is {kind} (no "
-                         f"{INFO_FILE} and saved_model.pb) and not empty; choose another "
-                         "directory (nothing was written)")
-  raise OutputDirError(f"refusing to replace --export_dir {export_dir}: it is a file or a link, "
-                       "not an export directory (nothing was written)")
-
-
 def export(model: AlignPixelRNN, vocab: text_lib.Vocabulary, config: Config, export_dir: str,
            beam_width: int = 4) -> str:
   """Writes the SavedModel atomically (a temp dir renamed into place) and returns its path.
 
   ``export_dir`` may be new, empty or an earlier export, which is replaced; anything else is
-  refused before any work is done (:func:`check_replaceable`).
+  refused before any work is done (:func:`layout.check_export_replaceable`).
   """
   export_dir = os.path.normpath(export_dir)
-  check_replaceable(export_dir)
+  layout.check_export_replaceable(export_dir)
   _disable_tfa_custom_kernels()
   module = ExportModule(model, vocab, config, beam_width)
   signatures = {name: getattr(module, name).get_concrete_function() for name in SIGNATURES}
@@ -189,10 +166,10 @@ def export(model: AlignPixelRNN, vocab: text_lib.Vocabulary, config: Config, exp
     state.model_variables, state.table = module.model_variables, module.table
     tf.saved_model.save(state, tmp, signatures=signatures,
                         options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
-    with open(os.path.join(tmp, INFO_FILE), "w", encoding="utf-8") as f:
+    with open(os.path.join(tmp, layout.EXPORT_INFO), "w", encoding="utf-8") as f:
       json.dump({"config": json.loads(config.to_json()), "vocabulary": vocab.words,
                  "beam_width": beam_width}, f, indent=1)
-    check_replaceable(export_dir)  # again: it may have changed during the export
+    layout.check_export_replaceable(export_dir)  # again: it may have changed during the export
     old = None
     if os.path.isdir(export_dir) and os.listdir(export_dir):  # an earlier export
       old = tempfile.mkdtemp(prefix=f".{os.path.basename(export_dir)}.replaced-", dir=parent)
@@ -212,33 +189,11 @@ class LoadedModel:
   """A reloaded export; needs only TensorFlow (no tensorflow_addons, no text2pixel model code)."""
 
   def __init__(self, export_dir: str):
-    missing = [name for name in ("saved_model.pb", INFO_FILE)
-               if not os.path.isfile(os.path.join(export_dir, name))]
-    if not os.path.isdir(export_dir):
-      raise ModelFileError(f"{export_dir} does not exist (expected a text2pixel-export directory)")
-    if missing:
-      raise ModelFileError(f"{export_dir} is not a text2pixel export (no {' and no '.join(missing)}"
-                           "; text2pixel-export writes both)")
-    if not os.path.isdir(os.path.join(export_dir, "variables")):
-      raise ModelFileError(f"{export_dir} is an incomplete export (no variables/ folder)")
     # Config and vocabulary come from the small JSON beside the SavedModel, so captions can be
     # checked (and a mistyped one reported) in a second; the SavedModel itself, whose load takes
     # tens of seconds, is loaded on first use and must agree with the JSON.
     self.export_dir = export_dir
-    from text2pixel import config as config_lib
-    info_path = os.path.join(export_dir, INFO_FILE)
-    try:
-      with open(info_path, encoding="utf-8") as f:
-        info = json.load(f)
-      self.config = config_lib.from_json(json.dumps(info["config"]))
-      self.vocab = text_lib.Vocabulary(info["vocabulary"])
-      self.beam_width = int(info["beam_width"])
-    except (ValueError, KeyError, TypeError) as error:  # not JSON, or not this project's fields
-      raise ModelFileError(f"{info_path} is damaged ({type(error).__name__}: "
-                           f"{str(error)[:200]})") from None
-    except ConfigError as error:
-      raise ModelFileError(f"{export_dir} holds a config this version cannot use ({error})"
-                           ) from None
+    self.config, self.vocab, self.beam_width = layout.read_export_info(export_dir)
 
   @functools.cached_property
   def module(self):
@@ -254,7 +209,7 @@ class LoadedModel:
     from text2pixel import config as config_lib
     if [w.decode() for w in meta["vocabulary"]] != self.vocab.words or \
         config_lib.from_json(meta["config_json"].decode()) != self.config:
-      raise ModelFileError(f"{self.export_dir}: {INFO_FILE} does not describe the SavedModel "
+      raise ModelFileError(f"{self.export_dir}: {layout.EXPORT_INFO} does not describe the SavedModel "
                            "beside it (its vocabulary or config differ); export again")
     return module
 

@@ -13,8 +13,8 @@ from typing import Dict, Sequence
 import numpy as np
 import tensorflow as tf
 
-from text2pixel import text as text_lib, tfrecords
-from text2pixel.errors import TrainingError, UsageError
+from text2pixel import layout, text as text_lib, tfrecords
+from text2pixel.errors import UsageError
 
 
 class Generator:
@@ -68,11 +68,8 @@ class CheckpointGenerator(Generator):
   checked in a second; the model is built and restored on first use."""
 
   def __init__(self, run_dir: str, beam_width: int = 4):
-    from text2pixel import training
     self.run_dir = run_dir
-    self.config, self.vocab, latest = training.load_run_config(run_dir)
-    if not latest:
-      raise TrainingError(f"{run_dir} has no checkpoint yet")
+    self.config, self.vocab, _ = layout.load_trained_run_config(run_dir)
     self.attends = self.config.conditioning == "attention"
     self.beam_width = beam_width
     self._functions = {}

@@ -14,8 +14,6 @@ An example is one (image, caption) pair:
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 from typing import Dict, Iterator, List, Optional, Sequence
 
@@ -24,6 +22,7 @@ import tensorflow as tf
 
 from text2pixel import text as text_lib
 from text2pixel.errors import DataError
+from text2pixel.layout import split_files
 
 STORED_SIDE = 32
 
@@ -96,44 +95,6 @@ def write_split(directory: str, split: str, serialized_examples: Sequence[bytes]
   for i, path in enumerate(paths):
     write_shard(path, iter(serialized_examples[i::num_shards]))
   return paths
-
-
-def split_files(directory: str, split: str) -> List[str]:
-  files = sorted(glob.glob(os.path.join(directory, f"{split}.tfrecord-*-of-*")))
-  files = [f for f in files if not f.endswith(".incomplete")]
-  if not files:
-    raise DataError(f"no TFRecords for split '{split}' in {directory!r} "
-                    f"(expected {split}.tfrecord-*-of-*; build the data set first)")
-  expected = int(files[0].rsplit("-of-", 1)[1])
-  if len(files) != expected:
-    raise DataError(f"split '{split}' in {directory!r} has {len(files)} of {expected} shards; "
-                    "the build did not finish (run the builder again to resume it)")
-  return files
-
-
-def write_metadata(directory: str, metadata: Dict) -> None:
-  tmp = os.path.join(directory, "metadata.json.tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(metadata, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(directory, "metadata.json"))
-
-
-def read_metadata(directory: str) -> Dict:
-  path = os.path.join(directory, "metadata.json")
-  if not os.path.exists(path):
-    raise DataError(f"{path} is missing: {directory!r} is not a built text2pixel data set")
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
-
-
-def load_vocabulary(directory: str) -> text_lib.Vocabulary:
-  path = os.path.join(directory, "vocab.json")
-  if not os.path.exists(path):
-    raise DataError(f"{path} is missing: build the data set first")
-  try:
-    return text_lib.Vocabulary.load(path)
-  except (OSError, ValueError) as error:  # unreadable, not JSON, or not a vocabulary
-    raise DataError(f"{path} is not a text2pixel vocabulary ({error})") from None
 
 
 # --- reading ------------------------------------------------------------------------------------

@@ -27,11 +27,11 @@ import tensorflow as tf
 
 from text2pixel import config as config_lib
 from text2pixel import model as model_lib
-from text2pixel import judge as judge_lib, metrics as metrics_lib, pictures, sampling, tfrecords
+from text2pixel import judge as judge_lib, layout, metrics as metrics_lib, pictures, sampling
+from text2pixel import tfrecords
 from text2pixel.config import Config
-from text2pixel.errors import CheckpointError, DataError, OutputDirError, TrainingError
+from text2pixel.errors import CheckpointError, DataError, TrainingError
 
-RUN_INFO = "run.json"
 JUDGE_METRICS = ("judge_accuracy", "judge_accuracy_heldout")
 # The reader skips captions longer than max_caption_len; a few are tolerated (and reported),
 # more mean the config does not fit the data set.
@@ -84,49 +84,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
   return resolver.task_type in ("chief", None) or (
       resolver.task_type == "worker" and resolver.task_id == 0 and
       "chief" not in resolver.cluster_spec().as_dict())
-
-
-def read_run_info(run_dir: str) -> Dict:
-  """run.json of a run ({"preset": name or None}); {} for a run saved before it existed."""
-  path = os.path.join(run_dir, RUN_INFO)
-  if not os.path.exists(path):
-    return {}
-  try:
-    with open(path, encoding="utf-8") as f:
-      info = json.load(f)
-  except (OSError, ValueError) as error:
-    raise TrainingError(f"cannot read {path} ({error})") from None
-  if not isinstance(info, dict):
-    raise TrainingError(f"{path} is not a text2pixel run description (a JSON object)")
-  return info
-
-
-def resolve_run_config(run_dir: str, requested: Config, explicit: Dict,
-                       preset: Optional[str] = None) -> Config:
-  """The config of a run: ``requested`` for a new run; on restart the saved one.
-
-  A restart must ask for the same run: the whole resolved config (``preset`` with the flags on
-  top) is compared with the saved one, and so is the preset's name; only RESUMABLE_CHANGES
-  (how long, how often, how fast) may differ, and only those given as flags (``explicit``)
-  change.
-  """
-  path = os.path.join(run_dir, "config.json")
-  if not os.path.exists(path):
-    return requested
-  saved = config_lib.load(path)
-  conflicts = [f"{k}: run has {a!r}, this command {b!r}"
-               for k, (a, b) in saved.differences(requested).items()
-               if k not in config_lib.RESUMABLE_CHANGES]
-  saved_preset = read_run_info(run_dir).get("preset")
-  if preset and saved_preset and preset != saved_preset:
-    conflicts.insert(0, f"preset: run has {saved_preset!r}, this command {preset!r}")
-  if conflicts:
-    how = f" (--preset {saved_preset} and the same field flags)" if saved_preset else ""
-    raise TrainingError(f"{run_dir} holds a run with another config ({'; '.join(conflicts)}); "
-                        f"restart it with the flags it was started with{how}, or use another "
-                        "--run_dir")
-  return saved.replace(**{k: v for k, v in explicit.items()
-                          if k in config_lib.RESUMABLE_CHANGES})
 
 
 @dataclasses.dataclass
@@ -246,9 +203,9 @@ class Trainer:
     self.chief = is_chief(self.strategy)
     self.stop_requested = False
 
-    self.vocab = tfrecords.load_vocabulary(data_dir)
-    self.train_files = tfrecords.split_files(data_dir, "train")
-    self.validation_files = tfrecords.split_files(data_dir, "validation")
+    self.vocab = layout.load_vocabulary(data_dir)
+    self.train_files = layout.split_files(data_dir, "train")
+    self.validation_files = layout.split_files(data_dir, "validation")
     self.dropped_captions = {split: self._check_caption_lengths(split, files)
                              for split, files in (("train", self.train_files),
                                                   ("validation", self.validation_files))}
@@ -257,12 +214,12 @@ class Trainer:
       raise TrainingError(f"batch_size {config.batch_size} does not split over {replicas} "
                           "replicas; use a multiple")
     if self.chief:
-      _check_run_dir(run_dir)
+      layout.check_run_dir(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     if self.chief:
       config_lib.save(config, os.path.join(run_dir, "config.json"))
-      if not os.path.exists(os.path.join(run_dir, RUN_INFO)):
-        with open(os.path.join(run_dir, RUN_INFO), "w", encoding="utf-8") as f:
+      if not os.path.exists(os.path.join(run_dir, layout.RUN_INFO)):
+        with open(os.path.join(run_dir, layout.RUN_INFO), "w", encoding="utf-8") as f:
           json.dump({"preset": preset, "init_from": init_from and os.path.abspath(init_from)}, f)
       self.vocab.save(os.path.join(run_dir, "vocab.json"))
     self.init_from = init_from
@@ -455,12 +412,12 @@ class Trainer:
   def _warm_start(self, source_run: str) -> None:
     """A new run's model weights from another run's latest checkpoint (its weights' average if
     it keeps one); optimizer, step and data start fresh (``warmup_steps`` eases the start)."""
-    source_config, source_vocab, latest = load_run_config(source_run)
+    source_config, source_vocab, latest = layout.load_run_config(source_run)
     if source_vocab != self.vocab:
       raise TrainingError(f"--init_from {source_run} was trained on another vocabulary than "
                           f"{self.data_dir}'s: its word embeddings would mean other words")
     different = {k: v for k, v in source_config.differences(self.config).items()
-                 if k in MODEL_FIELDS}
+                 if k in layout.MODEL_FIELDS}
     if different:
       raise TrainingError(f"--init_from {source_run} is a model of another shape (" + "; ".join(
           f"{k}: it has {a!r}, this run {b!r}" for k, (a, b) in different.items()) + ")")
@@ -734,46 +691,10 @@ def _minutes(seconds: float) -> str:
       f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _check_run_dir(run_dir: str) -> None:
-  """A run directory is new, empty, or a run (config.json): never someone's other folder."""
-  if os.path.isfile(run_dir):
-    raise OutputDirError(f"--run_dir {run_dir} is a file, not a directory")
-  if os.path.isdir(run_dir) and os.listdir(run_dir) and \
-      not os.path.exists(os.path.join(run_dir, "config.json")):
-    example = sorted(os.listdir(run_dir))[0]
-    raise OutputDirError(f"--run_dir {run_dir} is not empty and is not a training run (no "
-                         f"config.json; it holds e.g. {example!r}); refusing to write into it: "
-                         "choose a new or empty directory")
-
-
-# The fields that decide the model's weights' shapes: a warm start must match them.
-MODEL_FIELDS = ("image_side", "num_levels", "max_caption_len", "word_embedding_dim",
-                "encoder_units", "pixel_embedding_dim", "decoder_units", "attention_units",
-                "conditioning", "position_embedding_dim", "above_context")
-
-
-def load_run_config(run_dir: str):
-  """(config, vocabulary, path of the latest checkpoint or None) of a training run."""
-  from text2pixel.text import Vocabulary
-  config_path = os.path.join(run_dir, "config.json")
-  if not os.path.exists(config_path):
-    raise TrainingError(f"{run_dir} is not a training run (no config.json)")
-  config = config_lib.load(config_path)
-  vocab_path = os.path.join(run_dir, "vocab.json")
-  try:
-    vocab = Vocabulary.load(vocab_path)
-  except (OSError, ValueError) as error:  # missing, not JSON, or not a vocabulary
-    raise TrainingError(f"{run_dir} is an incomplete training run: cannot read {vocab_path} "
-                        f"({error})") from None
-  return config, vocab, tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-
-
 def load_run(run_dir: str):
   """(config, vocabulary, model restored from the latest checkpoint) of a training run; the
   model holds the weights' moving average where the run keeps one (restore_model)."""
-  config, vocab, latest = load_run_config(run_dir)
-  if not latest:
-    raise TrainingError(f"{run_dir} has no checkpoint yet")
+  config, vocab, latest = layout.load_trained_run_config(run_dir)
   model = model_lib.build(config, len(vocab))
   restore_model(model, config, latest)
   diverged = [v.name for v in model.weights if not np.all(np.isfinite(v.numpy()))]

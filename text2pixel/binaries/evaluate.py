@@ -10,6 +10,7 @@ may be new, empty, or hold only files an evaluation writes; anything else is ref
 
 from absl import app, flags
 
+from text2pixel import layout
 from text2pixel.binaries import common
 from text2pixel.binaries.common import require, run_main
 
@@ -45,6 +46,10 @@ def check_flags():
   require(FLAGS.bpd_examples >= 0, "--bpd_examples must be >= 0")
   require(FLAGS.temperature > 0, "--temperature must be > 0")
   common.check_output_dir(FLAGS.out_dir, "--out_dir", "text2pixel-evaluate", OUTPUTS)
+  _, vocab = layout.read_model_source(FLAGS.run_dir, FLAGS.saved_model)
+  layout.read_metadata(FLAGS.data_dir)
+  layout.check_model_vocabulary(vocab, FLAGS.data_dir)
+  layout.split_files(FLAGS.data_dir, "test")
 
 
 def main(argv):

@@ -9,6 +9,7 @@ new, empty or an earlier export (which is replaced); anything else is refused.
 
 from absl import app, flags
 
+from text2pixel import layout
 from text2pixel.binaries.common import require, run_main
 
 FLAGS = flags.FLAGS
@@ -19,12 +20,13 @@ flags.DEFINE_integer("beam_width", 4, "beam width of the 'beam' signature")
 
 def check_flags():
   require(FLAGS.beam_width >= 1, "--beam_width must be >= 1")
+  layout.check_export_replaceable(FLAGS.export_dir)  # before anything is loaded: nothing to lose
+  layout.load_trained_run_config(FLAGS.run_dir)
 
 
 def main(argv):
   del argv
   from text2pixel import export, training
-  export.check_replaceable(FLAGS.export_dir)  # before the model is loaded: nothing to lose yet
   config, vocab, model = training.load_run(FLAGS.run_dir)
   path = export.export(model, vocab, config, FLAGS.export_dir, beam_width=FLAGS.beam_width)
   print(f"exported {FLAGS.run_dir} to {path} (signatures: {', '.join(export.SIGNATURES)})")

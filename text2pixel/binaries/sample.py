@@ -16,6 +16,7 @@ from absl import app, flags
 
 from text2pixel.binaries import common
 from text2pixel.binaries.common import require, run_main
+from text2pixel import layout, text as text_lib
 from text2pixel.errors import UsageError
 from text2pixel.text import CaptionError
 
@@ -62,7 +63,9 @@ def read_captions():
 
 def check_flags():
   common.exactly_one_model_source(FLAGS.run_dir, FLAGS.saved_model)
-  read_captions()
+  captions = read_captions()
+  config, vocab = layout.read_model_source(FLAGS.run_dir, FLAGS.saved_model)
+  text_lib.encode_captions(vocab, captions, config.max_caption_len)  # unknown words, too long
   require(FLAGS.num_samples >= 1, "--num_samples must be >= 1")
   require(FLAGS.temperature > 0 or FLAGS.method != "sample",
           "--temperature must be > 0 (use --method greedy for the most likely pixels)")

@@ -12,7 +12,7 @@ import os
 
 from absl import app, flags
 
-from text2pixel import config as config_lib
+from text2pixel import config as config_lib, layout
 from text2pixel.binaries.common import require, run_main
 
 FLAGS = flags.FLAGS
@@ -29,18 +29,27 @@ flags.DEFINE_string("init_from", "",
 
 
 def check_flags():
-  config_lib.config_from_flags(FLAGS)  # a ConfigError before TensorFlow starts
+  """What can be checked before TensorFlow starts: the config, the run directory (new, or this
+  same run restarted), the data set's files and the cluster description."""
+  requested = config_lib.config_from_flags(FLAGS)
   require(not FLAGS.init_from or os.path.isfile(os.path.join(FLAGS.init_from, "config.json")),
           f"--init_from {FLAGS.init_from} is not a training run (no config.json)")
   require(FLAGS.collective_timeout_s > 0, "--collective_timeout_s must be > 0")
+  require(FLAGS.strategy != "multi_worker" or "TF_CONFIG" in os.environ,
+          "--strategy=multi_worker needs TF_CONFIG describing the cluster")
+  layout.check_run_dir(FLAGS.run_dir)
+  layout.resolve_run_config(FLAGS.run_dir, requested, config_lib.overrides_from_flags(FLAGS),
+                            FLAGS.preset)
+  layout.load_vocabulary(FLAGS.data_dir)
+  for split in ("train", "validation"):
+    layout.split_files(FLAGS.data_dir, split)
 
 
 def main(argv):
   del argv
   from text2pixel import training
-  explicit = config_lib.overrides_from_flags(FLAGS)
-  requested = config_lib.config_from_flags(FLAGS)
-  config = training.resolve_run_config(FLAGS.run_dir, requested, explicit, FLAGS.preset)
+  config = layout.resolve_run_config(FLAGS.run_dir, config_lib.config_from_flags(FLAGS),
+                                     config_lib.overrides_from_flags(FLAGS), FLAGS.preset)
   trainer = training.Trainer(config, FLAGS.data_dir, FLAGS.run_dir, FLAGS.strategy,
                              collective_timeout_s=FLAGS.collective_timeout_s,
                              preset=FLAGS.preset, init_from=FLAGS.init_from or None)
