@@ -15,6 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("sample_throughput.py", ["--batches", "1,2", "--repeats", "1", "--beam_width", "2"]),
     ("score_throughput.py", ["--captions", "2", "--images", "4", "--repeats", "1"]),
     ("profile_train_step.py", ["--logdir", "{tmp}"]),
+    ("startup_time.py", ["--rounds", "1"]),  # loads the shipped export
 ])
 def test_benchmark_script_runs_on_tiny(script, args, tmp_path):
   args = [a.replace("{tmp}", str(tmp_path)) for a in args]
@@ -27,6 +28,9 @@ def test_benchmark_script_runs_on_tiny(script, args, tmp_path):
   for line in lines:
     if script == "profile_train_step.py":  # the trace was read back: matmuls show up in it
       assert any("MatMul" in op for op in line["top"]), line["top"]
+      continue
+    if script == "startup_time.py":
+      assert line["load_s"] > 0 and line["trace_greedy_s"] > 0
       continue
     rate = line.get("pixels_per_sec") or line.get("images_per_sec") or line.get("pairs_per_sec")
     assert rate > 0
