@@ -2,6 +2,7 @@
 
   .venv/bin/python benchmarks/startup_time.py --saved_model pretrained/cpu_small \
       --compare_protobuf 3.20.3 --rounds 3
+  .venv/bin/python benchmarks/startup_time.py --compare REV --rounds 3   # this tree vs REV's
 
 Each measurement runs in a fresh process (TensorFlow caches what it traced): seconds to import
 TensorFlow, to load the SavedModel (tf.saved_model.load), for its first greedy call, and to trace
@@ -9,7 +10,8 @@ and run a greedy sampler of a fresh --preset model. Both loading and tracing pas
 through Python protobuf messages, so the protobuf implementation decides much of it:
 --compare_protobuf VERSION installs that protobuf release beside (pip --target, once, under
 workspace/bench_envs/) and alternates processes with it and with the installed one, in this call,
-reporting the ratio for each measurement.
+reporting the ratio for each measurement. --compare REV runs the same measurements on REV's code
+(a git worktree), alternating, and reports the ratio of the sampler's trace time.
 """
 
 import json
@@ -34,14 +36,15 @@ def define_flags():
   flags.DEFINE_string("preset", "cpu_small", "the model whose greedy sampler is traced")
   flags.DEFINE_string("compare_protobuf", "", "a protobuf version to compare the installed one "
                       "with (e.g. 3.20.3); empty: measure the installed one only")
-  flags.DEFINE_integer("rounds", 3, "fresh processes per environment (the median is reported)")
   flags.DEFINE_boolean("child", False, "internal: measure once in this process")
-  for name in common.THREAD_FLAGS:
+  common.define_compare_flags()  # --compare REV, --rounds (also the protobuf comparison's)
+  for name in common.THREAD_FLAGS + common.COMPARE_FLAGS:
     flags.declare_key_flag(name)
 
 
 def measure_once():
   """One fresh process's numbers: one BENCH line."""
+  common.use_code_root()
   started = time.perf_counter()
   import tensorflow as tf
   from google.protobuf.internal import api_implementation
@@ -78,9 +81,12 @@ def protobuf_target(version: str) -> str:
 
 
 def main(argv):
-  del argv
   if FLAGS.child:
     measure_once()
+    return
+  if FLAGS.compare:
+    common.compare(os.path.abspath(__file__), argv[1:] + ["--child"], FLAGS.compare,
+                   FLAGS.rounds, "trace_greedy_s", higher_is_better=False)
     return
   passed = [f"--saved_model={FLAGS.saved_model}", f"--preset={FLAGS.preset}",
             f"--intra_op_threads={FLAGS.intra_op_threads}",

@@ -51,7 +51,8 @@ class _Holder:
 
 
 class ExportModule(tf.Module):
-  """Everything a served text2pixel model needs, with fixed-signature tf.functions."""
+  """Everything a served text2pixel model needs, with fixed-signature tf.functions (without
+  autograph, which has nothing to convert here: see sampling.make_generate_fn)."""
 
   def __init__(self, model: AlignPixelRNN, vocab: text_lib.Vocabulary, config: Config,
                beam_width: int = 4):
@@ -97,21 +98,22 @@ class ExportModule(tf.Module):
                             seed=seed)
     return {**out, "tokens": tokens}
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32),
-                                tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
+  @tf.function(autograph=False, input_signature=[
+      tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32),
+      tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
   def sample(self, captions, num_samples, temperature, seed):
     return self._generate(captions, "sample", num_samples, temperature, seed)
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string)])
   def greedy(self, captions):
     return self._generate(captions, "greedy")
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+  @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string)])
   def beam(self, captions):
     return self._generate(captions, "beam")
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string),
-                                tf.TensorSpec([None, None, None], tf.uint8)])
+  @tf.function(autograph=False, input_signature=[tf.TensorSpec([None], tf.string),
+                                                 tf.TensorSpec([None, None, None], tf.uint8)])
   def score(self, captions, images):
     ids, lengths, _ = self.encode(captions)
     side = self._config.image_side
@@ -119,23 +121,23 @@ class ExportModule(tf.Module):
                               message=f"images must be {side}x{side}")
     return {"log_likelihood": self._model_holder.model.log_likelihood_matrix(ids, lengths, images)}
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32),
-                                tf.TensorSpec([None], tf.int32),
-                                tf.TensorSpec([None, None, None], tf.uint8)])
+  @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32),
+                                                 tf.TensorSpec([None], tf.int32),
+                                                 tf.TensorSpec([None, None, None], tf.uint8)])
   def score_ids(self, caption_ids, caption_len, images):
     """Like score, from token ids (lets evaluation score the empty caption, [<eos>])."""
     return {"log_likelihood": self._model_holder.model.log_likelihood_matrix(
         caption_ids, caption_len, images)}
 
-  @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32),
-                                tf.TensorSpec([None], tf.int32),
-                                tf.TensorSpec([None, None, None], tf.uint8)])
+  @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32),
+                                                 tf.TensorSpec([None], tf.int32),
+                                                 tf.TensorSpec([None, None, None], tf.uint8)])
   def log_likelihood(self, caption_ids, caption_len, images):
     """log p(image i | caption i) for matched pairs [N] (bits/dim of a split)."""
     return {"log_likelihood": self._model_holder.model.log_likelihood(
         caption_ids, caption_len, images)}
 
-  @tf.function(input_signature=[])
+  @tf.function(autograph=False, input_signature=[])
   def metadata(self):
     return {"config_json": self.config_json, "vocabulary": self.vocabulary,
             "beam_width": tf.constant(self.beam_width_value)}

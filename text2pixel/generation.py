@@ -85,8 +85,9 @@ class CheckpointGenerator(Generator):
     signature = [tf.TensorSpec([None, length], tf.int32), tf.TensorSpec([None], tf.int32),
                  tf.TensorSpec([None, side, side], tf.uint8)]
     # One trace each, whatever the block sizes: (all pairs, matched pairs).
-    return (tf.function(self.model.log_likelihood_matrix, input_signature=signature),
-            tf.function(self.model.log_likelihood, input_signature=signature))
+    return (tf.function(self.model.log_likelihood_matrix, input_signature=signature,
+                        autograph=False),
+            tf.function(self.model.log_likelihood, input_signature=signature, autograph=False))
 
   def _generate(self, captions, ids, lengths, method, num_samples, temperature, seed):
     from text2pixel import sampling
