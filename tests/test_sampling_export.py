@@ -95,7 +95,7 @@ def export_dir(run, tmp_path_factory):
 def test_saved_model_loads_without_tensorflow_addons_and_matches(run, export_dir, tmp_path):
   """Every signature of the export, loaded where tfa cannot be imported, gives what the model
   gives; the in-graph tokenizer maps unknown words to <unk> and refuses what Python refuses.
-  (The one load of the SavedModel in this process-heavy module: each takes ~30 s.)"""
+  (The one load of the SavedModel in this module: a load takes several seconds.)"""
   config, vocab, model = run
   ids, lengths = _ids(vocab, config)
   expected = {m: sampling.make_generate_fn(model, m, num_samples=2 if m == "sample" else 1,

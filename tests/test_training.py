@@ -132,6 +132,15 @@ def test_the_latest_checkpoint_is_found_without_tensorflow(tiny_run_dir, tmp_pat
     path.unlink()
   assert layout.latest_checkpoint(str(moved)) is tf.train.latest_checkpoint(str(moved)) is None
   assert layout.latest_checkpoint(str(tmp_path / "nowhere")) is None
+  # A run directory whose name is not ASCII: the checkpoint file escapes its bytes.
+  elsewhere = tmp_path / "café run"
+  shutil.copytree(checkpoints, elsewhere)
+  state = tf.train.get_checkpoint_state(str(elsewhere))
+  tf.compat.v1.train.update_checkpoint_state(  # an absolute path, as TF 1 wrote them
+      str(elsewhere), os.path.join(str(elsewhere), "ckpt-40"),
+      list(state.all_model_checkpoint_paths))
+  assert layout.latest_checkpoint(str(elsewhere)) == tf.train.latest_checkpoint(str(elsewhere))
+  assert layout.latest_checkpoint(str(elsewhere)).endswith("café run/ckpt-40")
 
 
 def test_the_time_bound_carries_over_a_restart(mnist_captions_dir, tmp_path):

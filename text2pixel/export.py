@@ -193,7 +193,7 @@ class LoadedModel:
   def __init__(self, export_dir: str):
     # Config and vocabulary come from the small JSON beside the SavedModel, so captions can be
     # checked (and a mistyped one reported) in a second; the SavedModel itself, whose load takes
-    # tens of seconds, is loaded on first use and must agree with the JSON.
+    # several seconds, is loaded on first use and must agree with the JSON.
     self.export_dir = export_dir
     self.config, self.vocab, self.beam_width = layout.read_export_info(export_dir)
 
@@ -211,8 +211,8 @@ class LoadedModel:
     from text2pixel import config as config_lib
     if [w.decode() for w in meta["vocabulary"]] != self.vocab.words or \
         config_lib.from_json(meta["config_json"].decode()) != self.config:
-      raise ModelFileError(f"{self.export_dir}: {layout.EXPORT_INFO} does not describe the SavedModel "
-                           "beside it (its vocabulary or config differ); export again")
+      raise ModelFileError(f"{self.export_dir}: {layout.EXPORT_INFO} does not describe the "
+                           "SavedModel beside it (its vocabulary or config differ); export again")
     return module
 
   def generate(self, captions, method: str, num_samples: int = 1, temperature: float = 1.0,

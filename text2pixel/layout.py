@@ -12,7 +12,7 @@ in about a second. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-import ast
+import codecs
 import glob
 import json
 import os
@@ -113,6 +113,16 @@ def check_run_dir(run_dir: str) -> None:
                          "choose a new or empty directory")
 
 
+def check_run_vocabulary(run_dir: str, vocab: text_lib.Vocabulary, data_dir: str) -> None:
+  """A run continues only on a data set of its own vocabulary (its word embeddings are rows of
+  that vocabulary's ids)."""
+  path = os.path.join(run_dir, "vocab.json")
+  if os.path.exists(path) and text_lib.Vocabulary.load(path) != vocab:
+    raise DataError(f"--run_dir {run_dir} was trained on another vocabulary than --data_dir "
+                    f"{data_dir}'s: its word embeddings would mean other words; restart it on the "
+                    "data set it was started with, or use another --run_dir")
+
+
 def resolve_run_config(run_dir: str, requested: Config, explicit: Dict,
                        preset: Optional[str] = None) -> Config:
   """The config of a run: ``requested`` for a new run; on restart the saved one.
@@ -154,7 +164,8 @@ def latest_checkpoint(checkpoint_dir: str) -> Optional[str]:
     return None
   if not found:
     return None
-  path = ast.literal_eval(f'"{found.group(1)}"')  # the text format's C-style escapes
+  # The text format escapes bytes C-style (a non-ASCII path as octal UTF-8 bytes).
+  path = codecs.escape_decode(found.group(1).encode("utf-8"))[0].decode("utf-8")
   if not os.path.isabs(path):
     path = os.path.join(checkpoint_dir, path)
   return path if os.path.exists(path + ".index") else None

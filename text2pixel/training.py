@@ -215,6 +215,7 @@ class Trainer:
                           "replicas; use a multiple")
     if self.chief:
       layout.check_run_dir(run_dir)
+      layout.check_run_vocabulary(run_dir, self.vocab, data_dir)
     os.makedirs(run_dir, exist_ok=True)
     if self.chief:
       config_lib.save(config, os.path.join(run_dir, "config.json"))

@@ -40,7 +40,8 @@ def check_flags():
   layout.check_run_dir(FLAGS.run_dir)
   layout.resolve_run_config(FLAGS.run_dir, requested, config_lib.overrides_from_flags(FLAGS),
                             FLAGS.preset)
-  layout.load_vocabulary(FLAGS.data_dir)
+  layout.check_run_vocabulary(FLAGS.run_dir, layout.load_vocabulary(FLAGS.data_dir),
+                              FLAGS.data_dir)
   for split in ("train", "validation"):
     layout.split_files(FLAGS.data_dir, split)
 
