@@ -14,9 +14,9 @@ import sys
 import numpy as np
 from absl import app, flags
 
+from text2pixel import layout, text as text_lib
 from text2pixel.binaries import common
 from text2pixel.binaries.common import require, run_main
-from text2pixel import layout, text as text_lib
 from text2pixel.errors import UsageError
 from text2pixel.text import CaptionError
 
