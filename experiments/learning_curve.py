@@ -4,7 +4,7 @@
       --data_dir workspace/data/mnist_captions --num_captions 100 --num_samples 4
 
 For every checkpoint the run kept (``--keep_checkpoints`` large and ``--checkpoint_every`` set the
-resolution), samples ``num_samples`` images at temperature 1 for the first ``num_captions``
+resolution), samples ``num_samples`` images (``--temperature``, default 1) for the first ``num_captions``
 validation captions and as many held-out captions, with a fixed seed, and scores them with the
 project's digit judge. Bits/dim and caption gain come from the run's own validation summaries
 (TensorBoard), the hours from the checkpointed training time. Writes ``learning_curve.json``
@@ -34,22 +34,24 @@ def define_flags():
   flags.DEFINE_integer("num_captions", 100, "validation and held-out captions each")
   flags.DEFINE_integer("num_samples", 4, "samples per caption")
   flags.DEFINE_integer("seed", 0, "sampling seed (the same for every checkpoint)")
+  flags.DEFINE_float("temperature", 1.0, "sampling temperature")
   flags.DEFINE_integer("every", 1, "judge every k-th kept checkpoint")
   flags.DEFINE_list("steps", [], "judge only the checkpoints of these steps")
   flags.DEFINE_string("out", "", "rows to this JSON (default <run_dir>/learning_curve.json; "
                       "the picture is drawn for the default only)")
 
 
-def model_and_probe(run_dir: str, data_dir: str, num_captions: int, num_samples: int, seed: int):
+def model_and_probe(run_dir: str, data_dir: str, num_captions: int, num_samples: int, seed: int,
+                    temperature: float = 1.0):
   """(config, a model of the run's config, the trainer's judge probe on that model: fixed
-  validation and held-out captions, fixed seed, temperature 1). Restore weights into the model,
+  validation and held-out captions, fixed seed and temperature). Restore weights into the model,
   then call the probe."""
   from text2pixel import judge as judge_lib, layout, model as model_lib
   config, vocab, _ = layout.load_run_config(run_dir)
   model = model_lib.build(config, len(vocab))
   judge = judge_lib.load_or_train_judge(num_threads=0, log=print)
   return config, model, judge_lib.CaptionJudgeProbe(judge, model, data_dir, num_captions,
-                                                    num_samples, seed)
+                                                    num_samples, seed, temperature)
 
 
 def main(argv):
@@ -61,7 +63,7 @@ def main(argv):
   from text2pixel import pictures, training
 
   config, model, probe = model_and_probe(FLAGS.run_dir, FLAGS.data_dir, FLAGS.num_captions,
-                                         FLAGS.num_samples, FLAGS.seed)
+                                         FLAGS.num_samples, FLAGS.seed, FLAGS.temperature)
   step_var = tf.Variable(0, dtype=tf.int64)
   seconds_var = tf.Variable(0.0, dtype=tf.float64)
   state = tf.train.get_checkpoint_state(os.path.join(FLAGS.run_dir, "checkpoints"))
@@ -86,6 +88,7 @@ def main(argv):
     row = {"checkpoint": name, "step": int(step_var.numpy()),
            "hours": float(seconds_var.numpy()) / 3600,
            "weights": "moving average" if averaged else "as trained",
+           "temperature": FLAGS.temperature,
            "judge_validation": accuracy["judge_accuracy"],
            "judge_heldout": accuracy["judge_accuracy_heldout"],
            "judged_validation": len(probe.sets["judge_accuracy"]["relations"]),

@@ -112,9 +112,11 @@ def _trainer(run_dir, data_dir, **changes):
   return training.Trainer(config, data_dir, run_dir, log=lambda *_: None)
 
 
-def test_tiny_training_loss_falls(mnist_captions_dir, tmp_path):
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_tiny_training_loss_falls(optimizer, mnist_captions_dir, tmp_path):
   trainer = _trainer(str(tmp_path / "run"), mnist_captions_dir, train_steps=40,
-                     eval_every=1000, sample_every=1000)
+                     eval_every=1000, sample_every=1000, optimizer=optimizer)
+  assert type(trainer.optimizer).__name__.lower() == optimizer
   before = trainer.evaluate(4)["bits_per_dim"]
   losses = []
   for _ in range(40):

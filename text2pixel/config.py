@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional
 from text2pixel.errors import ConfigError
 
 CONDITIONINGS = ("attention", "mean", "none")
+OPTIMIZERS = ("rmsprop", "adam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,8 @@ class Config:
 
   # --- optimisation (paper section 6) -------------------------------------------------------
   batch_size: int = 16            # global batch, split across replicas
-  learning_rate: float = 1e-3     # RMSProp
+  optimizer: str = "rmsprop"      # rmsprop (the paper) | adam (extension)
+  learning_rate: float = 1e-3
   warmup_steps: int = 0           # >0: the learning rate rises linearly over the first N updates
   clip_norm: float = 1.0
   train_steps: int = 100_000
@@ -137,6 +139,8 @@ def validate(config: Config) -> Config:
     raise ConfigError("max_caption_len must leave room for at least one word and <eos>")
   if config.conditioning not in CONDITIONINGS:
     raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, got '{config.conditioning}'")
+  if config.optimizer not in OPTIMIZERS:
+    raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got '{config.optimizer}'")
   if config.nonfinite not in ("stop", "skip"):
     raise ConfigError(f"nonfinite must be 'stop' or 'skip', got '{config.nonfinite}'")
   if config.pixel_loop not in ("fused", "graph"):

@@ -530,17 +530,18 @@ class CaptionJudgeProbe:
   ``validation/judge_accuracy`` and ``validation/judge_accuracy_heldout``.
 
   Captions, samples per caption and the sampling seed stay the same for the whole run, so two
-  validations differ only by the model's weights. Ancestral samples at temperature 1: what a user
-  of ``text2pixel-sample --method sample`` gets.
+  validations differ only by the model's weights. Ancestral samples, by default at temperature 1:
+  what a user of ``text2pixel-sample --method sample`` gets.
   """
 
   METRICS = {"judge_accuracy": "validation", "judge_accuracy_heldout": "heldout"}
 
   def __init__(self, judge: Judge, model, data_dir: str, num_captions: int, num_samples: int,
-               seed: int):
+               seed: int, temperature: float = 1.0):
     import tensorflow as tf
     from text2pixel import sampling, tfrecords
     self.judge, self.seed, self.num_samples = judge, seed, num_samples
+    self.temperature = temperature
     length = model.config.max_caption_len
     self.sets = {}
     for metric, split in self.METRICS.items():
@@ -574,7 +575,7 @@ class CaptionJudgeProbe:
     import tensorflow as tf
     out = {}
     for metric, s in self.sets.items():
-      images = self._generate(s["ids"], s["lengths"], tf.constant(1.0),
+      images = self._generate(s["ids"], s["lengths"], tf.constant(self.temperature),
                               tf.constant(self.seed, tf.int32))["images"].numpy()
       out[metric] = judge_accuracy(self.judge, images.reshape(-1, SIDE, SIDE), s["relations"],
                                    s["digits"])["accuracy"]

@@ -127,11 +127,12 @@ def line_chart(panels: Sequence[dict], width: int = 900, panel_height: int = 220
   """Stacked line charts, one per panel: {"title", "x_label", "series": {name: (xs, ys)}}.
 
   Enough for a learning curve without a plotting library: linear axes from the data's range, the
-  ends of each axis labelled, one grey level and dash per series with a legend line.
+  ends of each axis labelled, one colour per series with a legend line.
   """
-  shades = [0, 110, 170]
+  shades = [(0, 0, 0), (31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14),
+            (148, 103, 189), (140, 86, 75)]
   margin_left, margin_right, margin_top, margin_bottom = 70, 20, 22, 30
-  out = Image.new("L", (width, panel_height * len(panels)), 255)
+  out = Image.new("RGB", (width, panel_height * len(panels)), (255, 255, 255))
   draw = ImageDraw.Draw(out)
   for p, panel in enumerate(panels):
     top = p * panel_height

@@ -182,6 +182,9 @@ class LinearWarmup(tf.keras.optimizers.schedules.LearningRateSchedule):
     return {"learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps}
 
 
+OPTIMIZERS = {"rmsprop": tf.keras.optimizers.RMSprop, "adam": tf.keras.optimizers.Adam}
+
+
 class Trainer:
   """Builds everything under a strategy and trains; ``train()`` returns the final metrics.
 
@@ -256,7 +259,7 @@ class Trainer:
       self.model = model_lib.build(config, len(self.vocab))
       self.learning_rate = (LinearWarmup(config.learning_rate, config.warmup_steps)
                             if config.warmup_steps else config.learning_rate)
-      self.optimizer = tf.keras.optimizers.RMSprop(self.learning_rate)
+      self.optimizer = OPTIMIZERS[config.optimizer](self.learning_rate)
       if config.mixed_precision == "mixed_float16":
         # float16 gradients underflow without a loss scale; the optimizer adapts it, and skips
         # the update of a step whose scaled gradients overflowed.
