@@ -12,6 +12,8 @@ says nothing about whether the caption's digits get drawn (experiments/NOTEBOOK.
 Writes experiments/results/judge_study.md (table, per-variant curves of the in-training judge and
 caption gain, the commands) and judge_study.png. A rerun resumes an interrupted variant (the
 time bound is cumulative) and reuses finished ones; --report_only rewrites the report only.
+To pause it, send SIGTERM to the trainer (the text2pixel.binaries.train process, not this one):
+it checkpoints and this script stops without judging the unfinished variant.
 """
 
 import json
@@ -99,6 +101,10 @@ def main(argv):
     else:
       print(f"== {name}", flush=True)
       commands.append(run(cmd))
+      if not finished(os.path.join(REPO, run_dir), FLAGS.minutes):
+        # The trainer was stopped (SIGTERM: it checkpointed). Judging a partial run would rank
+        # it unfairly; a rerun resumes it.
+        raise SystemExit(f"{name}: stopped before {FLAGS.minutes:g} minutes; rerun to resume")
     result_path = os.path.join(REPO, run_dir, "train_result.json")
     if not os.path.exists(result_path):
       print(f"{name}: not trained yet", flush=True)
