@@ -1,6 +1,6 @@
 """Sampling throughput: images/s for greedy, ancestral and beam search at several batch sizes.
 
-  .venv/bin/python benchmarks/sample_throughput.py --preset paper --batches 1,16,64
+  .venv/bin/python benchmarks/sample_throughput.py --preset paper --batches 1,16,64 [--compare REV]
 
 Batch = captions per call; beam search returns beam_width images per caption but is counted per
 caption (its useful output is the best beam).
@@ -28,17 +28,26 @@ def define_flags():
   flags.DEFINE_list("methods", ["greedy", "sample", "beam"], "sampling methods")
   flags.DEFINE_integer("beam_width", 4, "beams per caption (method beam)")
   flags.DEFINE_integer("repeats", 3, "timed calls per point (the median is reported)")
-  for name in common.THREAD_FLAGS:
+  flags.DEFINE_enum("pixel_loop", None, ["fused", "graph"],
+                    "override the preset's pixel_loop (fused: the C++ decoder; graph: tfa / TF ops)")
+  common.define_compare_flags()
+  for name in common.THREAD_FLAGS + common.COMPARE_FLAGS:
     flags.declare_key_flag(name)
 
 
 def main(argv):
   del argv
+  if FLAGS.compare:
+    return common.compare(__file__, sys.argv[1:], FLAGS.compare, FLAGS.rounds,
+                          key="images_per_sec", higher_is_better=True)
+  common.use_code_root()
   threads = common.apply_thread_flags()
 
   import tensorflow as tf
   from text2pixel import config as config_lib, model as model_lib, sampling
   config = config_lib.get_preset(FLAGS.preset)
+  if FLAGS.pixel_loop:  # a field of every compared tree (older ones decoded with tfa regardless)
+    config = config.replace(pixel_loop=FLAGS.pixel_loop)
   model = model_lib.build(config, vocab_size=30)
   for method in FLAGS.methods:
     fn = sampling.make_generate_fn(model, method, num_samples=1, beam_width=FLAGS.beam_width)

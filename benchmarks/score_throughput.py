@@ -1,6 +1,6 @@
 """Scoring throughput: (caption, image) pairs/s of exact log p(x|y), which bounds recall@K.
 
-  .venv/bin/python benchmarks/score_throughput.py --preset cpu_small --captions 4 --images 64
+  .venv/bin/python benchmarks/score_throughput.py --preset cpu_small --captions 4 --images 64 [--compare REV]
 
 The encoder runs once per caption; its annotations are repeated for every image in the block.
 """
@@ -26,17 +26,26 @@ def define_flags():
   flags.DEFINE_integer("captions", 4, "captions per block")
   flags.DEFINE_integer("images", 64, "images each caption is scored against")
   flags.DEFINE_integer("repeats", 3, "timed calls (the median is reported)")
-  for name in common.THREAD_FLAGS:
+  flags.DEFINE_enum("pixel_loop", None, ["fused", "graph"],
+                    "override the preset's pixel_loop (fused: the C++ decoder; graph: tfa / TF ops)")
+  common.define_compare_flags()
+  for name in common.THREAD_FLAGS + common.COMPARE_FLAGS:
     flags.declare_key_flag(name)
 
 
 def main(argv):
   del argv
+  if FLAGS.compare:
+    return common.compare(__file__, sys.argv[1:], FLAGS.compare, FLAGS.rounds,
+                          key="pairs_per_sec", higher_is_better=True)
+  common.use_code_root()
   threads = common.apply_thread_flags()
 
   import tensorflow as tf
   from text2pixel import config as config_lib, model as model_lib
   config = config_lib.get_preset(FLAGS.preset)
+  if FLAGS.pixel_loop:  # a field of every compared tree (older ones decoded with tfa regardless)
+    config = config.replace(pixel_loop=FLAGS.pixel_loop)
   model = model_lib.build(config, vocab_size=30)
   ids, lengths, _ = common.batch(config, FLAGS.captions)
   _, _, images = common.batch(config, FLAGS.images, seed=1)

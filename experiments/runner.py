@@ -220,7 +220,7 @@ def write_markdown(path, name, args, details, commands, minutes, experiment):
             f"(tf.image.ssim {json.dumps(any_result['ssim']['settings'])}).",
             "Training time per model is in the second table; evaluation took "
             + ", ".join(f"{r['minutes']:.1f} min ({m})" for m, r in details.items()) + ".", "",
-            f"Chance level for this pool (a model that ignores the caption): "
+            "Chance level for this pool (a model that ignores the caption): "
             + ", ".join(f"R@{k} {100 * min(k, any_result['retrieval']['pool']) / any_result['retrieval']['pool']:.1f}"
                         for k in (1, 5, 10, 50))
             + f", median rank {(any_result['retrieval']['pool'] + 1) / 2:g}.", ""]

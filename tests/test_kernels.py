@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from text2pixel import config as config_lib, kernels, model as model_lib
+from text2pixel import config as config_lib, kernels, model as model_lib, sampling
 
 
 def _logits_and_gradients(config, fast: bool, seed: int = 1, batch: int = 3):
@@ -80,3 +80,42 @@ def test_a_table_row_outside_the_table_is_an_error():
   with pytest.raises(tf.errors.InvalidArgumentError, match="table row id"):
     kernels.pixel_loop(tf.zeros([4, 8]), tf.constant([[[4]]], tf.int32), tf.zeros([1, 8]),
                        tf.zeros([2, 8]))
+
+
+@pytest.mark.parametrize("conditioning", config_lib.CONDITIONINGS)
+def test_the_fused_decoder_scores_and_samples_like_the_samplers_cell(conditioning):
+  """Scoring, greedy and ancestral decoding in one op give what the samplers' cell under tfa's
+  decoders gives (the export's path): the same log-likelihoods, the same images for the same
+  seed, the same attention, over batch slices on two threads (5 rows: an uneven split)."""
+  config = config_lib.get_preset("tiny").replace(conditioning=conditioning)
+  tf.keras.utils.set_random_seed(2)
+  model = model_lib.build(config, vocab_size=30)
+  rng = np.random.default_rng(4)
+  lengths = tf.constant([4, 9, 16], tf.int32)
+  ids = tf.constant(rng.integers(3, 30, [3, config.max_caption_len]), tf.int32)
+  images = tf.constant(rng.integers(0, 256, [5, 8, 8]), tf.uint8)
+  fused = model.log_likelihood_matrix(ids, lengths, images, loop="fused").numpy()
+  graph = model.log_likelihood_matrix(ids, lengths, images, loop="graph").numpy()
+  assert fused.shape == (3, 5)
+  np.testing.assert_allclose(fused, graph, rtol=1e-6)
+  np.testing.assert_allclose(model.log_likelihood(ids, lengths, images[:3], loop="fused"),
+                             np.diag(graph), rtol=1e-6)
+  for method, temperature in (("greedy", 1.0), ("sample", 1.0), ("sample", 0.7)):
+    out = {loop: sampling.generate(model, ids, lengths, method, num_samples=2, seed=9,
+                                   temperature=temperature, loop=loop)
+           for loop in ("fused", "graph")}
+    np.testing.assert_array_equal(out["fused"]["images"], out["graph"]["images"], method)
+    np.testing.assert_allclose(out["fused"]["log_prob"], out["graph"]["log_prob"], rtol=1e-6)
+    np.testing.assert_allclose(out["fused"]["attention"], out["graph"]["attention"], atol=1e-6)
+    if method == "sample":  # a real draw: many values, and another seed draws another image
+      assert len(np.unique(out["fused"]["images"])) > 100
+      other = sampling.generate(model, ids, lengths, method, num_samples=2, seed=10,
+                                temperature=temperature, loop="fused")
+      assert not np.array_equal(other["images"], out["fused"]["images"])
+
+
+def test_the_fused_decoder_refuses_targets_outside_the_levels():
+  config = config_lib.get_preset("tiny").replace(conditioning="none")
+  model = model_lib.build(config, vocab_size=30)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="target 256 outside"):
+    model.decode_fused(None, tf.constant([3]), "score", targets=tf.fill([1, 64], 256))

@@ -33,6 +33,10 @@ from text2pixel.config import Config
 from text2pixel.errors import ModelFileError
 from text2pixel.model import AlignPixelRNN
 
+# An export holds TensorFlow ops only: the fused C++ loop (text2pixel/kernels) is built per machine
+# and a SavedModel that needed it would not load elsewhere. Its graph loop computes the same.
+GRAPH = "graph"
+
 # The ExportModule tf.functions saved as signatures (LoadedModel and TF Serving call these).
 SIGNATURES = ("sample", "greedy", "beam", "score", "score_ids", "log_likelihood", "metadata")
 
@@ -95,7 +99,7 @@ class ExportModule(tf.Module):
     ids, lengths, tokens = self.encode(captions)
     out = sampling.generate(self._model_holder.model, ids, lengths, method, num_samples=num_samples,
                             temperature=temperature, beam_width=self.beam_width_value,
-                            seed=seed)
+                            seed=seed, loop=GRAPH)
     return {**out, "tokens": tokens}
 
   @tf.function(autograph=False, input_signature=[
@@ -119,7 +123,8 @@ class ExportModule(tf.Module):
     side = self._config.image_side
     tf.debugging.assert_equal(tf.shape(images)[1:], tf.constant([side, side]),
                               message=f"images must be {side}x{side}")
-    return {"log_likelihood": self._model_holder.model.log_likelihood_matrix(ids, lengths, images)}
+    return {"log_likelihood": self._model_holder.model.log_likelihood_matrix(ids, lengths, images,
+                                                                             loop=GRAPH)}
 
   @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32),
                                                  tf.TensorSpec([None], tf.int32),
@@ -127,7 +132,7 @@ class ExportModule(tf.Module):
   def score_ids(self, caption_ids, caption_len, images):
     """Like score, from token ids (lets evaluation score the empty caption, [<eos>])."""
     return {"log_likelihood": self._model_holder.model.log_likelihood_matrix(
-        caption_ids, caption_len, images)}
+        caption_ids, caption_len, images, loop=GRAPH)}
 
   @tf.function(autograph=False, input_signature=[tf.TensorSpec([None, None], tf.int32),
                                                  tf.TensorSpec([None], tf.int32),
@@ -135,7 +140,7 @@ class ExportModule(tf.Module):
   def log_likelihood(self, caption_ids, caption_len, images):
     """log p(image i | caption i) for matched pairs [N] (bits/dim of a split)."""
     return {"log_likelihood": self._model_holder.model.log_likelihood(
-        caption_ids, caption_len, images)}
+        caption_ids, caption_len, images, loop=GRAPH)}
 
   @tf.function(autograph=False, input_signature=[])
   def metadata(self):

@@ -156,16 +156,18 @@ class PixelLSTMCell(tf.keras.layers.AbstractRNNCell):
     h, c = self.lstm_update(z, c)
     return h, [h, c, step + 1.0, recent, context]
 
-  def teacher_forced_input_tables(self, pixel_embeddings: tf.Tensor, pixels: tf.Tensor,
-                                  context: Optional[tf.Tensor]):
-    """features_j W_in + b for every pixel j of known images, as (tables, ids, base).
+  def input_tables(self, pixel_embeddings: tf.Tensor, context: Optional[tf.Tensor], batch):
+    """features_j W_in + b for any pixel j, as tables its features index: (tables, static_ids,
+    lags, base).
 
     Every feature but the context is an embedding row, so its product with its block of W_in is
-    a row of (embedding table @ block): ``tables`` stacks those products [rows, 4 * units],
-    ``ids`` [batch, num_pixels, features] says which rows pixel j adds up, and ``base`` [batch,
-    4 * units] is b plus the (per-caption) context's product. Pixel j's input part is
-    base + sum_f tables[ids[:, j, f]]. ``pixels`` are the images' ids [batch, num_pixels] in
-    raster order.
+    a row of (embedding table @ block): ``tables`` stacks those products [rows, 4 * units]. Pixel
+    j of an image x adds, for each feature f, the row static_ids[j, f] + (x_{j - lags[f]} if
+    lags[f] else 0), x before the image being the start symbol: the previous pixel has lag 1,
+    each pixel above a lag of about a row; row and column have lag 0 (``static_ids`` [pixels,
+    features], ``lags`` a Python list). ``base`` [batch, 4 * units] is b plus the (per-caption)
+    context's product. The fused decoder chooses pixels in this form; teacher forcing gathers it
+    (:meth:`teacher_forced_input_tables`).
 
     Float32 whatever the compute dtype: the tables' gradients sum over every pixel of the batch
     (32k rows for cpu_small), and a bfloat16 sum that long loses the small terms.
@@ -173,32 +175,45 @@ class PixelLSTMCell(tf.keras.layers.AbstractRNNCell):
     dtype = tf.float32
     blocks = tf.split(tf.cast(self.input_kernel, dtype), self.feature_sizes, axis=0)
     blocks.reverse()  # popped in feature order below
-    num_pixels = pixels.shape[1]
-    batch = tf.shape(pixels)[0]
-    start = lambda n: tf.fill([batch, n], START_SYMBOL)
-    tables, ids, offset = [], [], 0
+    num_pixels = self.image_side * self.image_side
+    tables, static_ids, lags, offset = [], [], [], 0
 
-    def add(table, table_ids):
+    def add(table, lag, table_ids=None):
       nonlocal offset
       tables.append(tf.matmul(tf.cast(table, dtype), blocks.pop()))
-      ids.append(tf.broadcast_to(table_ids, [batch, num_pixels]) + offset)
+      static_ids.append(offset + (tf.zeros([num_pixels], tf.int32) if table_ids is None
+                                  else table_ids))
+      lags.append(lag)
       offset += table.shape[0]
 
-    add(pixel_embeddings, tf.concat([start(1), pixels[:, :-1]], axis=1))    # x_{j-1}
+    add(pixel_embeddings, 1)                                                 # x_{j-1}
     if self.position_embedding_dim:
       index = tf.range(num_pixels)
-      add(self.row_embedding.embeddings, index // self.image_side)
-      add(self.col_embedding.embeddings, index % self.image_side)
-    if self.above_context:
-      # The shift register of :meth:`call`, all at once: window entry i of pixel j is
-      # x_{j - side - k//2 + i}, or the start symbol before the image.
-      padded = tf.concat([start(self.history), pixels], axis=1)
-      for i in range(self.above_context):
-        add(self.above_embedding.embeddings, padded[:, i:i + num_pixels])
+      add(self.row_embedding.embeddings, 0, index // self.image_side)
+      add(self.col_embedding.embeddings, 0, index % self.image_side)
+    # The shift register of :meth:`call`: window entry i of pixel j is x_{j - history + i}.
+    for i in range(self.above_context):
+      add(self.above_embedding.embeddings, self.history - i)
     base = tf.broadcast_to(tf.cast(self.bias, dtype), [batch, self.bias.shape[0]])
     if self.context_dim:
       base += tf.matmul(tf.cast(context, dtype), blocks.pop())
-    return tf.concat(tables, 0), tf.stack(ids, -1), base
+    return tf.concat(tables, 0), tf.stack(static_ids, -1), lags, base
+
+  def teacher_forced_input_tables(self, pixel_embeddings: tf.Tensor, pixels: tf.Tensor,
+                                  context: Optional[tf.Tensor]):
+    """:meth:`input_tables` for known images ``pixels`` [batch, num_pixels] (raster order), as
+    (tables, ids [batch, num_pixels, features], base): pixel j's input part is
+    base + sum_f tables[ids[:, j, f]]."""
+    tables, static_ids, lags, base = self.input_tables(pixel_embeddings, context,
+                                                       tf.shape(pixels)[0])
+    batch = tf.shape(pixels)[0]
+    ids = []
+    for f, lag in enumerate(lags):
+      lagged = (tf.concat([tf.fill([batch, lag], START_SYMBOL), pixels[:, :-lag]], axis=1)
+                if lag else 0)
+      ids.append(static_ids[None, :, f] + lagged)
+    ids = [tf.broadcast_to(x, [batch, static_ids.shape[0]]) for x in ids]
+    return tables, tf.stack(ids, -1), base
 
   def teacher_forced_input_part(self, pixel_embeddings: tf.Tensor, pixels: tf.Tensor,
                                 context: Optional[tf.Tensor], dtype) -> tf.Tensor:
@@ -574,11 +589,12 @@ class AlignPixelRNN(tf.keras.Model):
     return self.output_layer(outputs)
 
   def call(self, inputs: Dict[str, tf.Tensor], training=None) -> tf.Tensor:
-    """Teacher-forced logits. ``training=True`` takes the path built for gradients; otherwise
-    the samplers' cell runs over the image, which needs a third of the memory and is faster
-    when no gradient is taken (scoring, validation)."""
+    """Teacher-forced logits. The fused loop serves both training and validation; the graph
+    loop's training path is built for gradients, and without them (validation) the samplers'
+    cell over the image needs a third of its memory and is faster."""
     annotations = self.encode(inputs["caption_ids"], inputs["caption_len"])
-    logits = self.logits_from_annotations if training else self.logits_stepwise
+    fast = training or self.config.pixel_loop == "fused"
+    logits = self.logits_from_annotations if fast else self.logits_stepwise
     return logits(annotations, inputs["caption_len"], inputs["image"])
 
   # --- likelihood ---------------------------------------------------------------------------
@@ -589,12 +605,52 @@ class AlignPixelRNN(tf.keras.Model):
     log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))
     return tf.gather(log_probs, targets, batch_dims=2)
 
-  def log_likelihood(self, caption_ids, caption_len, images) -> tf.Tensor:
-    """Exact log p(x | y) in nats per image (eq. 1), [batch]."""
-    logits = self(dict(caption_ids=caption_ids, caption_len=caption_len, image=images))
-    return tf.reduce_sum(self.pixel_log_probs(logits, images), axis=1)
+  def decode_fused(self, annotations, caption_len, mode: str, targets=None, uniforms=None,
+                   temperature=1.0):
+    """The fused decoder (text2pixel/kernels): the samplers' cell and eq. 5 in one op, without
+    gradients. (pixels [batch, num_pixels] int32, log p(x_j | x_<j, y) [batch, num_pixels] at
+    temperature 1, alpha [batch, num_pixels, words]); ``mode`` and the rest as for
+    :func:`kernels.pixel_decode`."""
+    from text2pixel import kernels
+    f32 = lambda x: tf.cast(tf.convert_to_tensor(x), tf.float32)
+    c = self.config
+    batch = tf.shape(caption_len)[0]
+    context = (self.mean_annotation(annotations, caption_len)
+               if c.conditioning == "mean" else None)
+    tables, static_ids, lags, base = self.pixel_cell.input_tables(
+        self.pixel_embedding.embeddings, context, batch)
+    attention = {}
+    if c.conditioning == "attention":
+      self.set_attention_memory(annotations, caption_len)
+      mechanism = self.attention_mechanism
+      attention = dict(keys=mechanism.keys, values=mechanism.values,
+                       memory_mask=tf.sequence_mask(caption_len, tf.shape(mechanism.keys)[1],
+                                                    dtype=tf.float32),
+                       attention_kernel=f32(self.attention_layer.kernel))
+    return kernels.pixel_decode(
+        mode, tables, static_ids, tf.constant(lags, tf.int32), base,
+        f32(self.pixel_cell.recurrent_kernel), f32(self.output_layer.kernel),
+        f32(self.output_layer.bias), targets=targets, uniforms=uniforms,
+        temperature=temperature, **attention)
 
-  def log_likelihood_matrix(self, caption_ids, caption_len, images) -> tf.Tensor:
+  def _scores(self, annotations, caption_len, images, loop: Optional[str]) -> tf.Tensor:
+    """log p(x | y) in nats per image [batch] for annotations and images of the same batch."""
+    if (loop or self.config.pixel_loop) == "fused":
+      pixels = tf.reshape(tf.cast(images, tf.int32), [-1, self.config.num_pixels])
+      log_probs = self.decode_fused(annotations, caption_len, "score", targets=pixels)[1]
+    else:
+      log_probs = self.pixel_log_probs(self.logits_stepwise(annotations, caption_len, images),
+                                       images)
+    return tf.reduce_sum(log_probs, axis=1)
+
+  def log_likelihood(self, caption_ids, caption_len, images,
+                     loop: Optional[str] = None) -> tf.Tensor:
+    """Exact log p(x | y) in nats per image (eq. 1), [batch]. ``loop``: "fused" (the C++ op) or
+    "graph" (TensorFlow ops, what an export holds); default the config's ``pixel_loop``."""
+    return self._scores(self.encode(caption_ids, caption_len), caption_len, images, loop)
+
+  def log_likelihood_matrix(self, caption_ids, caption_len, images,
+                            loop: Optional[str] = None) -> tf.Tensor:
     """log p(image j | caption i) for every pair: [captions, images] (retrieval, eq. 1).
 
     The encoder runs once per caption; its annotations are then repeated for every image.
@@ -605,8 +661,7 @@ class AlignPixelRNN(tf.keras.Model):
       annotations = tf.repeat(annotations, num_images, axis=0)
     lengths = tf.repeat(caption_len, num_images, axis=0)
     tiled_images = tf.tile(images, [num_captions, 1, 1])
-    logits = self.logits_stepwise(annotations, lengths, tiled_images)
-    scores = tf.reduce_sum(self.pixel_log_probs(logits, tiled_images), axis=1)
+    scores = self._scores(annotations, lengths, tiled_images, loop)
     return tf.reshape(scores, [num_captions, num_images])
 
 

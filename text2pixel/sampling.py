@@ -4,8 +4,12 @@ Every sampler returns, per image, its pixels (uint8), its total log-probability 
 at temperature 1 (nats, the same quantity teacher-forced scoring gives), and the attention weights
 over the caption's words for every pixel (eq. 8's alpha_ji), when the model attends.
 
-Ancestral sampling draws with ``tf.random.stateless_categorical`` keyed by (seed, pixel), so a
-seed gives the same images for the same captions in any process, a reloaded SavedModel too.
+Greedy and ancestral sampling run either tfa's decoders over the samplers' cell (``loop="graph"``,
+what an export holds) or the fused C++ decoder (``loop="fused"``, text2pixel/kernels; the default
+of a run whose config says so), which computes the same. Ancestral sampling draws pixel j of image
+b by inverse CDF at one uniform u[b, j] from ``tf.random.stateless_uniform`` keyed by the seed, in
+both: a seed gives the same images for the same captions in any process, a reloaded SavedModel
+too (up to float rounding where a uniform falls within ~1e-7 of a boundary of the CDF).
 """
 
 from __future__ import annotations
@@ -21,20 +25,31 @@ METHODS = ("greedy", "sample", "beam")
 
 
 class StatelessSampleEmbeddingSampler(tfa.seq2seq.SampleEmbeddingSampler):
-  """tfa's ancestral sampler, drawing from softmax(logits / T) with a stateless, seeded draw.
+  """tfa's ancestral sampler, drawing from softmax(logits / T) by inverse CDF at given uniforms.
 
-  One draw per pixel step for the whole batch, keyed by (seed, step): the same seed and the same
-  batch of captions give the same images in any process (a per-image map_fn made it 2x slower).
+  ``uniforms`` [batch, pixels] come from one seeded stateless draw (:func:`seeded_uniforms`), the
+  same the fused decoder reads, so both paths give the same images for a seed.
   """
 
-  def __init__(self, embedding_fn, softmax_temperature, seed: tf.Tensor):
+  def __init__(self, embedding_fn, softmax_temperature, uniforms: tf.Tensor):
     super().__init__(embedding_fn, softmax_temperature=softmax_temperature)
-    self.stateless_seed = seed  # int32 scalar
+    self.uniforms = uniforms
 
   def sample(self, time, outputs, state):
-    logits = tf.cast(outputs, tf.float32) / self.softmax_temperature
-    draw = tf.random.stateless_categorical(logits, 1, seed=tf.stack([self.stateless_seed, time]))
-    return tf.cast(draw[:, 0], tf.int32)
+    return inverse_cdf(tf.cast(outputs, tf.float32) / self.softmax_temperature,
+                       self.uniforms[:, time])
+
+
+def inverse_cdf(logits: tf.Tensor, uniforms: tf.Tensor) -> tf.Tensor:
+  """The first value whose cumulative probability under softmax(logits) exceeds the uniform."""
+  cdf = tf.cumsum(tf.nn.softmax(logits), axis=-1)
+  count = tf.reduce_sum(tf.cast(cdf <= uniforms[:, None], tf.int32), axis=-1)
+  return tf.minimum(count, tf.shape(logits)[-1] - 1)
+
+
+def seeded_uniforms(batch, pixels: int, seed) -> tf.Tensor:
+  """One uniform per (image, pixel), keyed by the seed."""
+  return tf.random.stateless_uniform([batch, pixels], seed=tf.stack([tf.cast(seed, tf.int32), 0]))
 
 
 def _images_from_ids(ids: tf.Tensor, side: int) -> tf.Tensor:
@@ -75,12 +90,14 @@ def _alignments(state, model: AlignPixelRNN) -> Optional[tf.Tensor]:
 
 def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tensor, method: str,
              num_samples: int = 1, temperature=1.0, beam_width: int = 4,
-             seed=None) -> Dict[str, tf.Tensor]:
+             seed=None, loop: Optional[str] = None) -> Dict[str, tf.Tensor]:
   """Images for each caption: images [B, S, side, side] uint8, log_prob [B, S], attention
   [B, S, pixels, words] (zeros for models without attention).
 
   For ``beam`` the S = beam_width beams come back best first (num_samples is ignored); for
-  ``greedy`` every sample is the same image, so S = 1 is the useful value.
+  ``greedy`` every sample is the same image, so S = 1 is the useful value. ``loop``: "fused" or
+  "graph" for greedy and ancestral sampling (beam search is always tfa's); default the config's
+  ``pixel_loop``.
   """
   if method not in METHODS:
     raise ValueError(f"unknown sampling method '{method}'; choose one of {METHODS}")
@@ -114,13 +131,21 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
   flat = batch * samples
   annotations = None if annotations is None else tf.repeat(annotations, samples, axis=0)
   lengths = tf.repeat(caption_len, samples, axis=0)
+  uniforms = (seeded_uniforms(flat, pixels, seed if seed is not None else 0)
+              if method == "sample" else None)
+  if (loop or config.pixel_loop) == "fused":
+    ids, log_probs, alpha = model.decode_fused(annotations, lengths, method, uniforms=uniforms,
+                                               temperature=temperature)
+    images = tf.reshape(_images_from_ids(ids, side), [batch, samples, side, side])
+    log_prob = tf.reshape(tf.reduce_sum(log_probs, axis=1), [batch, samples])
+    return _pack(images, log_prob, alpha if model.config.conditioning == "attention" else None,
+                 batch, samples, pixels, words)
   cell, state = model.decoder_initial_state(annotations, lengths, flat, alignment_history=True)
   if method == "greedy":
     sampler = tfa.seq2seq.GreedyEmbeddingSampler(model.pixel_input)
   else:
     sampler = StatelessSampleEmbeddingSampler(
-        model.pixel_input, tf.cast(temperature, tf.float32),
-        tf.cast(seed if seed is not None else 0, tf.int32))
+        model.pixel_input, tf.cast(temperature, tf.float32), uniforms)
   decoder = _BasicDecoder(cell, sampler, output_layer=model.output_layer,
                           maximum_iterations=pixels)
   outputs, final_state, _ = decoder(None, initial_state=state,
@@ -144,7 +169,7 @@ def _pack(images, log_prob, attention, batch, samples, pixels, words):
 
 
 def make_generate_fn(model: AlignPixelRNN, method: str, num_samples: int = 1,
-                     beam_width: int = 4):
+                     beam_width: int = 4, loop: Optional[str] = None):
   """A tf.function with a fixed signature (one trace per batch size) for a method.
 
   Without autograph: tfa's decoders loop with tf.while_loop and every condition in the model is
@@ -159,5 +184,5 @@ def make_generate_fn(model: AlignPixelRNN, method: str, num_samples: int = 1,
       tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
   def generate_fn(caption_ids, caption_len, temperature, seed):
     return generate(model, caption_ids, caption_len, method, num_samples=num_samples,
-                    temperature=temperature, beam_width=beam_width, seed=seed)
+                    temperature=temperature, beam_width=beam_width, seed=seed, loop=loop)
   return generate_fn

@@ -1,4 +1,5 @@
-"""The fused pixel loop (``pixel_loop.cc``): the teacher-forced 1,024-step loop as one op.
+"""The fused pixel loop (``pixel_loop.cc``): the 1,024-step loop as one op, for training
+(teacher forcing with a gradient) and for decoding (scoring, greedy and ancestral sampling).
 
 Built from source on this machine (``python -m text2pixel.kernels`` at set-up, or on first use),
 with the compile and link flags of the installed TensorFlow, into ``_build/`` next to this file
@@ -8,7 +9,8 @@ for one build under a file lock instead of racing.
 
 :func:`pixel_loop` runs the loop; its gradient is registered below: the op's backward twin gives
 d loss / d (input part), keys, values and the attention pre-activations, and the two weight
-gradients are one matrix product each over the saved activations.
+gradients are one matrix product each over the saved activations. :func:`pixel_decode` runs the
+loop with the output layer inside, so each pixel can be chosen before the next one's input.
 """
 
 from __future__ import annotations
@@ -136,3 +138,43 @@ def _pixel_loop_gradient(op, grad_h, grad_c, grad_gates, grad_alpha, grad_contex
   grad_attention_kernel = weight_gradient(tf.concat([h, context], -1), grad_pre)
   return (grad_tables, None, grad_base, grad_recurrent, grad_keys, grad_values, None,
           grad_attention_kernel)
+
+
+DECODE_MODES = ("score", "greedy", "sample")
+
+
+def pixel_decode(mode: str, tables: tf.Tensor, static_ids: tf.Tensor, lags: tf.Tensor,
+                 base: tf.Tensor, recurrent_kernel: tf.Tensor, output_kernel: tf.Tensor,
+                 output_bias: tf.Tensor, keys: Optional[tf.Tensor] = None,
+                 values: Optional[tf.Tensor] = None, memory_mask: Optional[tf.Tensor] = None,
+                 attention_kernel: Optional[tf.Tensor] = None,
+                 targets: Optional[tf.Tensor] = None, uniforms: Optional[tf.Tensor] = None,
+                 temperature=1.0, num_threads: int = 0):
+  """The pixel loop with eq. 5's output layer inside, no gradient: (pixels [batch, steps] int32,
+  log_prob [batch, steps] (log p(x_j | x_<j, y) at temperature 1), alpha [batch, steps, words]).
+
+  ``mode``: "score" teacher-forces ``targets`` [batch, steps] (retrieval's log-likelihoods);
+  "greedy" takes each pixel's argmax; "sample" draws by inverse CDF from softmax(logits /
+  temperature) at ``uniforms`` [batch, steps]. Pixel j's input part is base + sum_f
+  tables[static_ids[j, f] + (x_{j - lags[f]} if lags[f] else 0)], x before the image being the
+  start symbol (see ``PixelLSTMCell.input_tables``). The other arguments are as for
+  :func:`pixel_loop`; ``output_kernel`` [attention units (or units without attention), levels].
+  """
+  if mode not in DECODE_MODES:
+    raise ValueError(f"unknown decode mode '{mode}'; choose one of {DECODE_MODES}")
+  batch = tf.shape(base)[0]
+  units = tables.shape[-1] // 4
+  if attention_kernel is None:
+    keys = tf.zeros([batch, 0, units])
+    values = tf.zeros([batch, 0, 0])
+    memory_mask = tf.zeros([batch, 0])
+    attention_kernel = tf.zeros([units, 0])
+  targets = tf.zeros([0, 0], tf.int32) if targets is None else targets
+  uniforms = tf.zeros([0, 0], tf.float32) if uniforms is None else uniforms
+  return ops().text2pixel_pixel_loop_decode(
+      tables, static_ids, base, recurrent_kernel, keys, values, memory_mask, attention_kernel,
+      lags, output_kernel, output_bias, targets, uniforms,
+      tf.convert_to_tensor(temperature, tf.float32), mode=mode, num_threads=num_threads)
+
+
+tf.no_gradient("Text2pixelPixelLoopDecode")

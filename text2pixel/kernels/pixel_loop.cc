@@ -1,4 +1,5 @@
-// The teacher-forced pixel loop of alignPixelRNN as two fused TensorFlow ops (forward, backward).
+// The pixel loop of alignPixelRNN as fused TensorFlow ops: teacher-forced forward and backward
+// (training), and decode (scoring, greedy and ancestral sampling; see PixelLoopDecodeOp).
 //
 // Why: on a CPU the 1,024-step loop built from TensorFlow ops is bound by per-op overhead (about
 // 60 small ops per pixel, forward and backward), not by arithmetic. Here one op runs all steps.
@@ -24,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -145,6 +147,11 @@ static void tanh_inplace(float* x, int n) {
   a = a.tanh();
 }
 
+static void exp_inplace(float* x, int n) {
+  Eigen::Map<Eigen::ArrayXf> a(x, n);
+  a = a.exp();
+}
+
 // sum_i x[i] y[i], vectorised (a plain loop is a serial chain of FMAs: without -ffast-math the
 // compiler may not reorder a float sum).
 static inline float dot(const float* x, const float* y, int n) {
@@ -196,9 +203,10 @@ struct Dims {
   int B, T, G, U, A, M, V, F, ROWS;
 };
 
-// Inputs: 0 tables [ROWS, G], 1 ids [B, T, F], 2 base [B, G], 3 recurrent kernel [A + U, G],
-// 4 keys [B, M, U], 5 values [B, M, V], 6 memory mask [B, M], 7 attention kernel [U + V, A].
-static tensorflow::Status check_dims(OpKernelContext* ctx, Dims* d) {
+// Inputs: 0 tables [ROWS, G], 1 ids [B, T, F] (the decode op: [T, F]), 2 base [B, G],
+// 3 recurrent kernel [A + U, G], 4 keys [B, M, U], 5 values [B, M, V], 6 memory mask [B, M],
+// 7 attention kernel [U + V, A].
+static tensorflow::Status check_dims(OpKernelContext* ctx, Dims* d, int ids_rank = 3) {
   const Tensor& tables = ctx->input(0);
   const Tensor& ids = ctx->input(1);
   const Tensor& base = ctx->input(2);
@@ -207,14 +215,16 @@ static tensorflow::Status check_dims(OpKernelContext* ctx, Dims* d) {
   const Tensor& values = ctx->input(5);
   const Tensor& mask = ctx->input(6);
   const Tensor& w_c = ctx->input(7);
-  if (tables.dims() != 2 || ids.dims() != 3 || base.dims() != 2 || w_rec.dims() != 2 ||
+  if (tables.dims() != 2 || ids.dims() != ids_rank || base.dims() != 2 || w_rec.dims() != 2 ||
       keys.dims() != 3 || values.dims() != 3 || mask.dims() != 2 || w_c.dims() != 2)
     return InvalidArgument("pixel loop: wrong ranks");
   d->ROWS = tables.dim_size(0);
   d->G = tables.dim_size(1);
-  d->B = ids.dim_size(0);
-  d->T = ids.dim_size(1);
-  d->F = ids.dim_size(2);
+  d->B = base.dim_size(0);
+  d->T = ids.dim_size(ids_rank - 2);
+  d->F = ids.dim_size(ids_rank - 1);
+  if (ids_rank == 3 && ids.dim_size(0) != d->B)
+    return InvalidArgument("pixel loop: ids and base disagree on the batch");
   d->U = d->G / 4;
   d->A = w_c.dim_size(1);
   d->M = keys.dim_size(1);
@@ -242,6 +252,126 @@ static tensorflow::Status check_dims(OpKernelContext* ctx, Dims* d) {
 
 // ---------------------------------------------------------------------------------------------
 
+// What every thread of one forward or decode call shares: the dimensions, the inputs and the
+// packed weights (inputs 0 and 2-7 as in check_dims).
+struct Loop {
+  Dims d;
+  int S;  // width of the recurrent input [a ; h]
+  const float *tables, *base, *keys, *values, *mask;
+  Packed W_rec, W_c;
+
+  Loop(OpKernelContext* ctx, const Dims& dims) : d(dims), S(dims.A + dims.U) {
+    tables = ctx->input(0).flat<float>().data();
+    base = ctx->input(2).flat<float>().data();
+    keys = ctx->input(4).flat<float>().data();
+    values = ctx->input(5).flat<float>().data();
+    mask = ctx->input(6).flat<float>().data();
+    W_rec = pack(ctx->input(3).flat<float>().data(), S, d.G);
+    W_c = pack(ctx->input(7).flat<float>().data(), d.U + d.V, d.A);
+  }
+};
+
+// One thread's batch rows [b0, b0 + R) and their state from one pixel to the next.
+struct Rows {
+  int b0, R;
+  std::vector<float> s;      // [R, A + U]  [a_j ; h_j], the next step's recurrent input
+  std::vector<float> z;      // [R, G]      X_j, then the gates after their nonlinearities
+  std::vector<float> c;      // [R, U]      c_j
+  std::vector<float> hc;     // [R, U + V]  [h_j ; ctx_j]
+  std::vector<float> tc;     // [R, U]      tanh(c_j)
+  std::vector<float> alpha;  // [R, M]      alpha_j
+
+  Rows(const Dims& d, int first, int count)
+      : b0(first), R(count), s((size_t)count * (d.A + d.U), 0.f), z((size_t)count * d.G),
+        c((size_t)count * d.U, 0.f), hc((size_t)count * (d.U + d.V)),
+        tc((size_t)count * d.U), alpha((size_t)count * d.M) {}
+};
+
+// z_r = X_j = base + sum_f tables[ids_f] for each row r; row r's F table ids start at
+// ids + r * stride.
+static void input_part(const Loop& L, Rows& w, const int* ids, size_t stride) {
+  const int G = L.d.G, F = L.d.F;
+  for (int r = 0; r < w.R; ++r) {
+    float* zr = &w.z[(size_t)r * G];
+    std::memcpy(zr, L.base + (size_t)(w.b0 + r) * G, G * sizeof(float));
+    const int* id = ids + r * stride;
+    for (int f = 0; f < F; ++f) {
+      const float* row = L.tables + (size_t)id[f] * G;
+      for (int k = 0; k < G; ++k) zr[k] += row[k];
+    }
+  }
+}
+
+// Pixel j for w's rows, z holding X_j on entry: eq. 6's LSTM, then eqs. 9, 8, 7 and the
+// attention vector. Leaves the gates in z, c_j in c, [a_j ; h_j] in s, alpha_j in alpha and
+// [h_j ; ctx_j] in hc.
+static void pixel_step(const Loop& L, Rows& w) {
+  const int R = w.R, G = L.d.G, U = L.d.U, A = L.d.A, M = L.d.M, V = L.d.V, S = L.S;
+  float* z = w.z.data();
+  // z = X_j + [a_{j-1} ; h_{j-1}] W_rec
+  gemm(R, w.s.data(), S, L.W_rec, z, G, true);
+  // Gates: sigmoid(x) = (1 + tanh(x / 2)) / 2 keeps every transcendental vectorised.
+  for (int r = 0; r < R; ++r) {
+    float* zr = &z[r * G];
+    for (int k = 0; k < 2 * U; ++k) zr[k] *= 0.5f;      // i, f
+    for (int k = 3 * U; k < G; ++k) zr[k] *= 0.5f;      // o
+  }
+  tanh_inplace(z, R * G);
+  for (int r = 0; r < R; ++r) {
+    float* zr = &z[r * G];
+    for (int k = 0; k < 2 * U; ++k) zr[k] = 0.5f * zr[k] + 0.5f;
+    for (int k = 3 * U; k < G; ++k) zr[k] = 0.5f * zr[k] + 0.5f;
+    float* cr = &w.c[r * U];
+    float* tr = &w.tc[r * U];
+    for (int u = 0; u < U; ++u) {
+      cr[u] = zr[U + u] * cr[u] + zr[u] * zr[2 * U + u];
+      tr[u] = cr[u];
+    }
+  }
+  tanh_inplace(w.tc.data(), R * U);
+  for (int r = 0; r < R; ++r) {
+    const float* zr = &z[r * G];
+    float* h = &w.s[r * S + A];  // h_j becomes the next step's recurrent input
+    for (int u = 0; u < U; ++u) h[u] = zr[3 * U + u] * w.tc[r * U + u];
+  }
+  if (!A) return;
+  for (int r = 0; r < R; ++r) {
+    const int b = w.b0 + r;
+    const float* h = &w.s[r * S + A];
+    float* alpha = &w.alpha[r * M];
+    float top = -INFINITY;
+    for (int m = 0; m < M; ++m) {  // eq. 9
+      if (L.mask[b * M + m] > 0.f) {
+        const float e = dot(h, L.keys + ((size_t)b * M + m) * U, U);
+        alpha[m] = e;
+        top = std::max(top, e);
+      } else {
+        alpha[m] = -INFINITY;
+      }
+    }
+    float total = 0.f;  // eq. 8
+    for (int m = 0; m < M; ++m) {
+      alpha[m] = L.mask[b * M + m] > 0.f ? std::exp(alpha[m] - top) : 0.f;
+      total += alpha[m];
+    }
+    for (int m = 0; m < M; ++m) alpha[m] /= total;
+    float* hcr = &w.hc[r * (U + V)];  // [h_j ; ctx_j]
+    std::memcpy(hcr, h, U * sizeof(float));
+    float* context = hcr + U;  // eq. 7
+    std::fill(context, context + V, 0.f);
+    for (int m = 0; m < M; ++m) {
+      const float weight = alpha[m];
+      if (weight == 0.f) continue;
+      const float* value = L.values + ((size_t)b * M + m) * V;
+      for (int v = 0; v < V; ++v) context[v] += weight * value[v];
+    }
+  }
+  // a_j = tanh([h_j ; ctx_j] W_c), written straight into the next recurrent input.
+  for (int r = 0; r < R; ++r) std::fill(&w.s[r * S], &w.s[r * S] + A, 0.f);
+  gemm(R, w.hc.data(), U + V, L.W_c, w.s.data(), S, false);
+  for (int r = 0; r < R; ++r) tanh_inplace(&w.s[r * S], A);
+}
+
 class PixelLoopForwardOp : public OpKernel {
  public:
   explicit PixelLoopForwardOp(OpKernelConstruction* c) : OpKernel(c) {
@@ -251,7 +381,7 @@ class PixelLoopForwardOp : public OpKernel {
   void Compute(OpKernelContext* ctx) override {
     Dims d;
     OP_REQUIRES_OK(ctx, check_dims(ctx, &d));
-    const int B = d.B, T = d.T, G = d.G, U = d.U, A = d.A, M = d.M, V = d.V;
+    const int B = d.B, T = d.T, G = d.G, U = d.U, A = d.A, M = d.M, V = d.V, F = d.F;
     Tensor *h_t, *c_t, *gates_t, *alpha_t, *ctx_t, *a_t;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, U}), &h_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, T, U}), &c_t));
@@ -259,107 +389,29 @@ class PixelLoopForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({B, T, A ? M : 0}), &alpha_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({B, T, A ? V : 0}), &ctx_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, TensorShape({B, T, A}), &a_t));
-    const float* tables = ctx->input(0).flat<float>().data();
     const int* ids = ctx->input(1).flat<int>().data();
-    const float* base = ctx->input(2).flat<float>().data();
-    const float* W_rec = ctx->input(3).flat<float>().data();
-    const float* keys = ctx->input(4).flat<float>().data();
-    const float* values = ctx->input(5).flat<float>().data();
-    const float* mask = ctx->input(6).flat<float>().data();
-    const float* W_c = ctx->input(7).flat<float>().data();
-    const int F = d.F;
     float* H = h_t->flat<float>().data();
     float* C = c_t->flat<float>().data();
     float* GATES = gates_t->flat<float>().data();
     float* ALPHA = alpha_t->flat<float>().data();
     float* CTX = ctx_t->flat<float>().data();
     float* ATT = a_t->flat<float>().data();
-    const int S = A + U;  // recurrent input [a ; h]
-    const Packed W_rec_packed = pack(W_rec, S, G), W_c_packed = pack(W_c, U + V, A);
+    const Loop L(ctx, d);
 
     parallel_slices(B, thread_count(num_threads_), [&](int b0, int b1) {
-      const int R = b1 - b0;
-      std::vector<float> s(R * S, 0.f), z(R * G), c(R * U, 0.f), hc(R * (U + V)), tc(R * U);
+      Rows w(d, b0, b1 - b0);
       for (int j = 0; j < T; ++j) {
-        // z = X_j + [a_{j-1} ; h_{j-1}] W_rec,  X_j = base + sum_f tables[ids_jf]
-        for (int r = 0; r < R; ++r) {
-          float* zr = &z[r * G];
-          std::memcpy(zr, base + (size_t)(b0 + r) * G, G * sizeof(float));
-          const int* id = ids + ((size_t)(b0 + r) * T + j) * F;
-          for (int f = 0; f < F; ++f) {
-            const float* row = tables + (size_t)id[f] * G;
-            for (int k = 0; k < G; ++k) zr[k] += row[k];
-          }
-        }
-        gemm(R, s.data(), S, W_rec_packed, z.data(), G, true);
-        // Gates: sigmoid(x) = (1 + tanh(x / 2)) / 2 keeps every transcendental vectorised.
-        for (int r = 0; r < R; ++r) {
-          float* zr = &z[r * G];
-          for (int k = 0; k < 2 * U; ++k) zr[k] *= 0.5f;      // i, f
-          for (int k = 3 * U; k < G; ++k) zr[k] *= 0.5f;      // o
-        }
-        tanh_inplace(z.data(), R * G);
-        for (int r = 0; r < R; ++r) {
-          float* zr = &z[r * G];
-          for (int k = 0; k < 2 * U; ++k) zr[k] = 0.5f * zr[k] + 0.5f;
-          for (int k = 3 * U; k < G; ++k) zr[k] = 0.5f * zr[k] + 0.5f;
-          float* cr = &c[r * U];
-          float* tr = &tc[r * U];
-          for (int u = 0; u < U; ++u) {
-            cr[u] = zr[U + u] * cr[u] + zr[u] * zr[2 * U + u];
-            tr[u] = cr[u];
-          }
-        }
-        tanh_inplace(tc.data(), R * U);
-        for (int r = 0; r < R; ++r) {
+        input_part(L, w, ids + ((size_t)b0 * T + j) * F, (size_t)T * F);
+        pixel_step(L, w);
+        for (int r = 0; r < w.R; ++r) {  // the activations the backward op needs
           const size_t row = (size_t)(b0 + r) * T + j;
-          const float* zr = &z[r * G];
-          float* h = &s[r * S + A];  // h_j becomes the next step's recurrent input
-          for (int u = 0; u < U; ++u) h[u] = zr[3 * U + u] * tc[r * U + u];
-          std::memcpy(H + row * U, h, U * sizeof(float));
-          std::memcpy(C + row * U, &c[r * U], U * sizeof(float));
-          std::memcpy(GATES + row * G, zr, G * sizeof(float));
-        }
-        if (!A) continue;
-        for (int r = 0; r < R; ++r) {
-          const int b = b0 + r;
-          const size_t row = (size_t)b * T + j;
-          const float* h = &s[r * S + A];
-          float* alpha = ALPHA + row * M;
-          float top = -INFINITY;
-          for (int m = 0; m < M; ++m) {  // eq. 9
-            if (mask[b * M + m] > 0.f) {
-              const float e = dot(h, keys + ((size_t)b * M + m) * U, U);
-              alpha[m] = e;
-              top = std::max(top, e);
-            } else {
-              alpha[m] = -INFINITY;
-            }
-          }
-          float total = 0.f;  // eq. 8
-          for (int m = 0; m < M; ++m) {
-            alpha[m] = mask[b * M + m] > 0.f ? std::exp(alpha[m] - top) : 0.f;
-            total += alpha[m];
-          }
-          for (int m = 0; m < M; ++m) alpha[m] /= total;
-          float* hcr = &hc[r * (U + V)];  // [h_j ; ctx_j]
-          std::memcpy(hcr, h, U * sizeof(float));
-          float* context = hcr + U;  // eq. 7
-          std::fill(context, context + V, 0.f);
-          for (int m = 0; m < M; ++m) {
-            const float w = alpha[m];
-            if (w == 0.f) continue;
-            const float* value = values + ((size_t)b * M + m) * V;
-            for (int v = 0; v < V; ++v) context[v] += w * value[v];
-          }
-          std::memcpy(CTX + row * V, context, V * sizeof(float));
-        }
-        // a_j = tanh([h_j ; ctx_j] W_c), written straight into the next recurrent input.
-        for (int r = 0; r < R; ++r) std::fill(&s[r * S], &s[r * S] + A, 0.f);
-        gemm(R, hc.data(), U + V, W_c_packed, s.data(), S, false);
-        for (int r = 0; r < R; ++r) {
-          tanh_inplace(&s[r * S], A);
-          std::memcpy(ATT + ((size_t)(b0 + r) * T + j) * A, &s[r * S], A * sizeof(float));
+          std::memcpy(H + row * U, &w.s[r * L.S + A], U * sizeof(float));
+          std::memcpy(C + row * U, &w.c[r * U], U * sizeof(float));
+          std::memcpy(GATES + row * G, &w.z[r * G], G * sizeof(float));
+          if (!A) continue;
+          std::memcpy(ALPHA + row * M, &w.alpha[r * M], M * sizeof(float));
+          std::memcpy(CTX + row * V, &w.hc[r * (U + V) + U], V * sizeof(float));
+          std::memcpy(ATT + row * A, &w.s[r * L.S], A * sizeof(float));
         }
       }
     });
@@ -521,6 +573,144 @@ class PixelLoopBackwardOp : public OpKernel {
   int num_threads_;
 };
 
+// ---------------------------------------------------------------------------------------------
+// Decoding: the same loop with eq. 5's output layer inside it, so that pixel j's input can depend
+// on pixels the op itself chose. Three modes: "score" reads the pixels from `targets` (teacher
+// forcing without gradients: log p(x | y) for retrieval), "greedy" takes each pixel's argmax,
+// "sample" draws pixel j of row b by inverse CDF from softmax(logits / temperature) at
+// uniforms[b, j] (the first value whose cumulative probability exceeds the uniform).
+//
+// Pixel j's table ids are static_ids[j] plus, for each feature f with lags[f] > 0, the pixel
+// x_{j - lags[f]} (or the start symbol, the number of levels, before the image): the previous
+// pixel has lag 1, the pixels above lags of about one row. log_prob[b, j] is log p(x_j | x_<j, y)
+// at temperature 1 whatever the mode, as the TensorFlow samplers report it.
+
+class PixelLoopDecodeOp : public OpKernel {
+ public:
+  explicit PixelLoopDecodeOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("num_threads", &num_threads_));
+    std::string mode;
+    OP_REQUIRES_OK(c, c->GetAttr("mode", &mode));
+    mode_ = mode == "score" ? kScore : mode == "greedy" ? kGreedy : kSample;
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    Dims d;
+    OP_REQUIRES_OK(ctx, check_dims(ctx, &d, /*ids_rank=*/2));
+    const int B = d.B, T = d.T, F = d.F, A = d.A, M = d.M, U = d.U;
+    const Tensor& lags_t = ctx->input(8);
+    const Tensor& w_out_t = ctx->input(9);
+    const Tensor& b_out_t = ctx->input(10);
+    const int O = A ? A : U;  // eq. 5 reads a_j, or h_j without attention
+    OP_REQUIRES(ctx, lags_t.dims() == 1 && lags_t.dim_size(0) == F,
+                InvalidArgument("pixel decode: lags must be [features]"));
+    OP_REQUIRES(ctx, w_out_t.dims() == 2 && w_out_t.dim_size(0) == O && b_out_t.dims() == 1 &&
+                         b_out_t.dim_size(0) == w_out_t.dim_size(1),
+                InvalidArgument("pixel decode: output kernel [", O, ", levels], bias [levels]"));
+    const int NL = w_out_t.dim_size(1);
+    const int* lags = lags_t.flat<int>().data();
+    const int* static_ids = ctx->input(1).flat<int>().data();
+    for (int f = 0; f < F; ++f) {
+      OP_REQUIRES(ctx, lags[f] >= 0, InvalidArgument("pixel decode: negative lag"));
+      for (int j = 0; j < T && lags[f] > 0; ++j)
+        OP_REQUIRES(ctx, static_ids[j * F + f] + NL < d.ROWS,
+                    InvalidArgument("pixel decode: a pixel's table row is outside the table"));
+    }
+    const Tensor& targets_t = ctx->input(11);
+    const Tensor& uniforms_t = ctx->input(12);
+    const float temperature = ctx->input(13).scalar<float>()();
+    if (mode_ == kScore) {
+      OP_REQUIRES(ctx, targets_t.dims() == 2 && targets_t.dim_size(0) == B &&
+                           targets_t.dim_size(1) == T,
+                  InvalidArgument("pixel decode: targets must be [batch, steps]"));
+      const int* x = targets_t.flat<int>().data();
+      for (int64_t i = 0; i < targets_t.NumElements(); ++i)
+        OP_REQUIRES(ctx, x[i] >= 0 && x[i] < NL,
+                    InvalidArgument("pixel decode: target ", x[i], " outside [0, ", NL, ")"));
+    }
+    if (mode_ == kSample) {
+      OP_REQUIRES(ctx, uniforms_t.dims() == 2 && uniforms_t.dim_size(0) == B &&
+                           uniforms_t.dim_size(1) == T,
+                  InvalidArgument("pixel decode: uniforms must be [batch, steps]"));
+      OP_REQUIRES(ctx, temperature > 0.f, InvalidArgument("pixel decode: temperature must be > 0"));
+    }
+    Tensor *pixels_t, *log_prob_t, *alpha_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T}), &pixels_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B, T}), &log_prob_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({B, T, A ? M : 0}), &alpha_t));
+    int* PIX = pixels_t->flat<int>().data();
+    float* LOGP = log_prob_t->flat<float>().data();
+    float* ALPHA = alpha_t->flat<float>().data();
+    const int* targets = mode_ == kScore ? targets_t.flat<int>().data() : nullptr;
+    const float* uniforms = mode_ == kSample ? uniforms_t.flat<float>().data() : nullptr;
+    const float* b_out = b_out_t.flat<float>().data();
+    const Loop L(ctx, d);
+    const Packed W_out = pack(w_out_t.flat<float>().data(), O, NL);
+
+    parallel_slices(B, thread_count(num_threads_), [&](int b0, int b1) {
+      Rows w(d, b0, b1 - b0);
+      const int R = w.R;
+      std::vector<int> ids((size_t)R * F);
+      std::vector<float> logits((size_t)R * NL), e(NL);
+      for (int j = 0; j < T; ++j) {
+        for (int r = 0; r < R; ++r)
+          for (int f = 0; f < F; ++f) {
+            int id = static_ids[j * F + f];
+            if (lags[f]) id += j >= lags[f] ? PIX[(size_t)(b0 + r) * T + j - lags[f]] : NL;
+            ids[r * F + f] = id;
+          }
+        input_part(L, w, ids.data(), F);
+        pixel_step(L, w);
+        gemm(R, w.s.data(), L.S, W_out, logits.data(), NL, false);  // eq. 5: [a_j or h_j] W_out
+        for (int r = 0; r < R; ++r) {
+          const size_t at = (size_t)(b0 + r) * T + j;
+          if (A) std::memcpy(ALPHA + at * M, &w.alpha[r * M], M * sizeof(float));
+          float* l = &logits[(size_t)r * NL];
+          float top = -INFINITY;
+          int best = 0;
+          for (int k = 0; k < NL; ++k) {
+            l[k] += b_out[k];
+            if (l[k] > top) top = l[k], best = k;
+          }
+          for (int k = 0; k < NL; ++k) e[k] = l[k] - top;
+          exp_inplace(e.data(), NL);
+          float total = 0.f;
+          for (int k = 0; k < NL; ++k) total += e[k];
+          const float log_total = std::log(total);
+          int x = best;
+          if (mode_ == kScore) {
+            x = targets[at];
+          } else if (mode_ == kSample) {
+            if (temperature != 1.f) {
+              for (int k = 0; k < NL; ++k) e[k] = (l[k] - top) / temperature;
+              exp_inplace(e.data(), NL);
+              total = 0.f;
+              for (int k = 0; k < NL; ++k) total += e[k];
+            }
+            const float target = uniforms[at] * total;
+            float sum = 0.f;
+            x = NL - 1;  // rounding may leave the last cumulative sum a hair under the target
+            for (int k = 0; k < NL; ++k) {
+              sum += e[k];
+              if (sum > target) {
+                x = k;
+                break;
+              }
+            }
+          }
+          PIX[at] = x;
+          LOGP[at] = l[x] - top - log_total;
+        }
+      }
+    });
+  }
+
+ private:
+  enum Mode { kScore, kGreedy, kSample };
+  Mode mode_;
+  int num_threads_;
+};
+
 REGISTER_OP("Text2pixelPixelLoopForward")
     .Input("tables: float")
     .Input("ids: int32")
@@ -589,6 +779,38 @@ REGISTER_OP("Text2pixelPixelLoopBackward")
       return tensorflow::OkStatus();
     });
 
+REGISTER_OP("Text2pixelPixelLoopDecode")
+    .Input("tables: float")
+    .Input("static_ids: int32")
+    .Input("base: float")
+    .Input("recurrent_kernel: float")
+    .Input("keys: float")
+    .Input("values: float")
+    .Input("memory_mask: float")
+    .Input("attention_kernel: float")
+    .Input("lags: int32")
+    .Input("output_kernel: float")
+    .Input("output_bias: float")
+    .Input("targets: int32")
+    .Input("uniforms: float")
+    .Input("temperature: float")
+    .Attr("mode: {'score', 'greedy', 'sample'}")
+    .Attr("num_threads: int = 0")
+    .Output("pixels: int32")
+    .Output("log_prob: float")
+    .Output("alpha: float")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) {
+      auto base = c->input(2), ids = c->input(1), keys = c->input(4), w_c = c->input(7);
+      auto B = c->Dim(base, 0), T = c->Dim(ids, 0), A = c->Dim(w_c, 1);
+      const bool no_attention = c->ValueKnown(A) && c->Value(A) == 0;
+      c->set_output(0, c->MakeShape({B, T}));
+      c->set_output(1, c->MakeShape({B, T}));
+      c->set_output(2, c->MakeShape({B, T, no_attention ? c->MakeDim(0) : c->Dim(keys, 1)}));
+      return tensorflow::OkStatus();
+    });
+
+REGISTER_KERNEL_BUILDER(Name("Text2pixelPixelLoopDecode").Device(tensorflow::DEVICE_CPU),
+                        PixelLoopDecodeOp);
 REGISTER_KERNEL_BUILDER(Name("Text2pixelPixelLoopForward").Device(tensorflow::DEVICE_CPU),
                         PixelLoopForwardOp);
 REGISTER_KERNEL_BUILDER(Name("Text2pixelPixelLoopBackward").Device(tensorflow::DEVICE_CPU),
