@@ -19,7 +19,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.runner import REPO, check_not_stale, finished, printable, run  # noqa: E402
+from experiments.runner import (REPO, check_not_stale, chosen_variants, finished,  # noqa: E402
+                                printable, run, write_result)
 
 VARIANTS = {  # name -> overrides of the cpu_small preset
     "batch 32": {"batch_size": 32},
@@ -59,12 +60,7 @@ def validation_history(run_dir):
 
 def main(argv):
   del argv
-  names = [n for n in FLAGS.variants if n]
-  unknown = [n for n in names if n not in VARIANTS]
-  if unknown:
-    raise SystemExit(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
-  if not os.path.exists(os.path.join(REPO, FLAGS.data_dir)):
-    raise SystemExit(f"no data in {FLAGS.data_dir}: build it first (scripts/main.sh does)")
+  names = chosen_variants(FLAGS.variants, VARIANTS, FLAGS.data_dir)
 
   commands, rows = [], []
   for name in names:
@@ -104,11 +100,7 @@ def main(argv):
                        if "caption_gain_bits_per_image" in values)
     lines.append(f"- {name}: {points}")
   lines += ["", "Commands:", ""] + [f"    {c}" for c in commands]
-  out = os.path.join(REPO, "experiments", "results", "cpu_small_sweep.md")
-  with open(out, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
-  print(f"written: {os.path.relpath(out, REPO)}")
+  write_result("cpu_small_sweep.md", lines)
 
 
 if __name__ == "__main__":

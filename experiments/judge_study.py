@@ -25,7 +25,8 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.cpu_small_sweep import slug, validation_history  # noqa: E402
-from experiments.runner import REPO, check_not_stale, finished, printable, run  # noqa: E402
+from experiments.runner import (REPO, check_not_stale, chosen_variants, finished,  # noqa: E402
+                                printable, run, write_result)
 
 # name -> overrides of the cpu_small preset (RMSProp 5e-3, batch 16, pixel LSTM 128, attention 64).
 VARIANTS = {
@@ -84,12 +85,7 @@ def final_judge(run_dir):
 
 def main(argv):
   del argv
-  names = [n for n in FLAGS.variants if n]
-  unknown = [n for n in names if n not in VARIANTS]
-  if unknown:
-    raise SystemExit(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
-  if not os.path.exists(os.path.join(REPO, FLAGS.data_dir, "metadata.json")):
-    raise SystemExit(f"no data in {FLAGS.data_dir}: build it first (scripts/main.sh does)")
+  names = chosen_variants(FLAGS.variants, VARIANTS, FLAGS.data_dir)
 
   commands, rows = [], []
   for name in names:
@@ -164,11 +160,7 @@ def write_report(rows, commands):
   results_dir = os.path.join(REPO, "experiments", "results")
   pictures.save(picture, os.path.join(results_dir, "judge_study.png"))
   lines += ["", "![curves](judge_study.png)", "", "Commands:", ""] + [f"    {c}" for c in commands]
-  out = os.path.join(results_dir, "judge_study.md")
-  with open(out, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(lines))
-  print(f"written: {os.path.relpath(out, REPO)}")
+  write_result("judge_study.md", lines)
 
 
 if __name__ == "__main__":

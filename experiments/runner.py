@@ -50,6 +50,26 @@ def run(cmd, log_path=None):
   return printable(cmd)
 
 
+def chosen_variants(requested, variants, data_dir):
+  """The --variants a sweep was asked for, checked: each known, and the data set built."""
+  names = [n for n in requested if n]
+  unknown = [n for n in names if n not in variants]
+  if unknown:
+    raise SystemExit(f"unknown variant(s) {unknown}; known: {list(variants)}")
+  if not os.path.exists(os.path.join(REPO, data_dir, "metadata.json")):
+    raise SystemExit(f"no data in {data_dir}: build it first (scripts/main.sh does)")
+  return names
+
+
+def write_result(filename, lines):
+  """experiments/results/<filename> from markdown lines, echoed to the console."""
+  out = os.path.join(REPO, "experiments", "results", filename)
+  with open(out, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(lines))
+  print(f"written: {os.path.relpath(out, REPO)}")
+
+
 def check_not_stale(run_dir, preset, overrides):
   """Stops if run_dir holds a run of another model or setup than the preset with overrides.
 

@@ -90,6 +90,13 @@ class PixelLoopOutputs(NamedTuple):
   attention: tf.Tensor  # [batch, steps, attention units] a_j (width 0 without attention)
 
 
+def _no_attention(tables: tf.Tensor, batch):
+  """Keys, values, mask and W_c of zero width: the ops' inputs for a model that does not attend."""
+  units = tables.shape[-1] // 4
+  return (tf.zeros([batch, 0, units]), tf.zeros([batch, 0, 0]), tf.zeros([batch, 0]),
+          tf.zeros([units, 0]))
+
+
 def pixel_loop(tables: tf.Tensor, ids: tf.Tensor, base: tf.Tensor, recurrent_kernel: tf.Tensor,
                keys: Optional[tf.Tensor] = None, values: Optional[tf.Tensor] = None,
                memory_mask: Optional[tf.Tensor] = None,
@@ -99,19 +106,14 @@ def pixel_loop(tables: tf.Tensor, ids: tf.Tensor, base: tf.Tensor, recurrent_ker
 
   Everything is float32. Pixel j's input part (features_j W_in + b) is base + sum_f
   tables[ids[:, j, f]]: ``tables`` [rows, 4 units], ``ids`` [batch, steps, features] (int32),
-  ``base`` [batch, 4 units] (see ``PixelLSTMCell.teacher_forced_input_tables``). ``keys``
+  ``base`` [batch, 4 units] (see ``fast_loops.input_tables``). ``keys``
   (W_a h^lang) [batch, words, units], ``values`` (h^lang) [batch, words, dim], ``memory_mask``
   [batch, words] (1 for a real word), ``attention_kernel`` W_c [units + dim, attention units];
   without attention pass None for these four. Only ``h`` and ``attention`` carry gradients; the
   other outputs are saved activations.
   """
-  batch = tf.shape(ids)[0]
-  units = tables.shape[-1] // 4
   if attention_kernel is None:
-    keys = tf.zeros([batch, 0, units])
-    values = tf.zeros([batch, 0, 0])
-    memory_mask = tf.zeros([batch, 0])
-    attention_kernel = tf.zeros([units, 0])
+    keys, values, memory_mask, attention_kernel = _no_attention(tables, tf.shape(ids)[0])
   return PixelLoopOutputs(*ops().text2pixel_pixel_loop_forward(
       tables, ids, base, recurrent_kernel, keys, values, memory_mask, attention_kernel,
       num_threads=num_threads))
@@ -157,18 +159,13 @@ def pixel_decode(mode: str, tables: tf.Tensor, static_ids: tf.Tensor, lags: tf.T
   "greedy" takes each pixel's argmax; "sample" draws by inverse CDF from softmax(logits /
   temperature) at ``uniforms`` [batch, steps]. Pixel j's input part is base + sum_f
   tables[static_ids[j, f] + (x_{j - lags[f]} if lags[f] else 0)], x before the image being the
-  start symbol (see ``PixelLSTMCell.input_tables``). The other arguments are as for
+  start symbol (see ``fast_loops.InputTables``). The other arguments are as for
   :func:`pixel_loop`; ``output_kernel`` [attention units (or units without attention), levels].
   """
   if mode not in DECODE_MODES:
     raise ValueError(f"unknown decode mode '{mode}'; choose one of {DECODE_MODES}")
-  batch = tf.shape(base)[0]
-  units = tables.shape[-1] // 4
   if attention_kernel is None:
-    keys = tf.zeros([batch, 0, units])
-    values = tf.zeros([batch, 0, 0])
-    memory_mask = tf.zeros([batch, 0])
-    attention_kernel = tf.zeros([units, 0])
+    keys, values, memory_mask, attention_kernel = _no_attention(tables, tf.shape(base)[0])
   targets = tf.zeros([0, 0], tf.int32) if targets is None else targets
   uniforms = tf.zeros([0, 0], tf.float32) if uniforms is None else uniforms
   return ops().text2pixel_pixel_loop_decode(
