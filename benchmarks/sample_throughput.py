@@ -29,7 +29,7 @@ def define_flags():
   flags.DEFINE_integer("beam_width", 4, "beams per caption (method beam)")
   flags.DEFINE_integer("repeats", 3, "timed calls per point (the median is reported)")
   flags.DEFINE_enum("pixel_loop", None, ["fused", "graph"],
-                    "override the preset's pixel_loop (fused: the C++ decoder; graph: tfa / TF ops)")
+                    "override the preset's pixel_loop (fused: C++ decoder; graph: tfa / TF ops)")
   common.define_compare_flags()
   for name in common.THREAD_FLAGS + common.COMPARE_FLAGS:
     flags.declare_key_flag(name)

@@ -1,6 +1,7 @@
 """Scoring throughput: (caption, image) pairs/s of exact log p(x|y), which bounds recall@K.
 
-  .venv/bin/python benchmarks/score_throughput.py --preset cpu_small --captions 4 --images 64 [--compare REV]
+  .venv/bin/python benchmarks/score_throughput.py --preset cpu_small --captions 4 --images 64 \
+      [--compare REV]
 
 The encoder runs once per caption; its annotations are repeated for every image in the block.
 """
@@ -27,7 +28,7 @@ def define_flags():
   flags.DEFINE_integer("images", 64, "images each caption is scored against")
   flags.DEFINE_integer("repeats", 3, "timed calls (the median is reported)")
   flags.DEFINE_enum("pixel_loop", None, ["fused", "graph"],
-                    "override the preset's pixel_loop (fused: the C++ decoder; graph: tfa / TF ops)")
+                    "override the preset's pixel_loop (fused: C++ decoder; graph: tfa / TF ops)")
   common.define_compare_flags()
   for name in common.THREAD_FLAGS + common.COMPARE_FLAGS:
     flags.declare_key_flag(name)

@@ -136,7 +136,8 @@ def write_report(rows, commands):
     overrides = ", ".join(f"{k}={v}" for k, v in VARIANTS[name].items()) or "(the preset)"
     judge_cells = (f"{100 * judged['judge_validation']:.1f}% | {100 * judged['judge_heldout']:.1f}%"
                    if judged else "- | -")
-    lines.append(f"| {name} | {overrides} | {result['step']:,} | {result['step'] / (60 * result['minutes']):.2f} | "
+    steps_per_sec = result["step"] / (60 * result["minutes"])
+    lines.append(f"| {name} | {overrides} | {result['step']:,} | {steps_per_sec:.2f} | "
                  f"{result['validation_bits_per_dim']:.4f} | "
                  f"{result['caption_gain_bits_per_image']:.1f} | {judge_cells} |")
   lines += ["", "In-training judge (50 x 4 samples per split) and caption gain by step:", ""]

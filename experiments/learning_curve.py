@@ -4,8 +4,8 @@
       --data_dir workspace/data/mnist_captions --num_captions 100 --num_samples 4
 
 For every checkpoint the run kept (``--keep_checkpoints`` large and ``--checkpoint_every`` set the
-resolution), samples ``num_samples`` images (``--temperature``, default 1) for the first ``num_captions``
-validation captions and as many held-out captions, with a fixed seed, and scores them with the
+resolution), samples ``num_samples`` images (``--temperature``, default 1) for the first
+``num_captions`` validation captions and as many held-out captions, with a fixed seed, and scores them with the
 project's digit judge. Bits/dim and caption gain come from the run's own validation summaries
 (TensorBoard), the hours from the checkpointed training time. Writes ``learning_curve.json``
 (one row per checkpoint; a rerun judges only new checkpoints) and ``learning_curve.png`` into the

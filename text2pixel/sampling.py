@@ -81,7 +81,7 @@ class _BeamSearchDecoder(tfa.seq2seq.BeamSearchDecoder):
 
 
 def _alignments(state, model: AlignPixelRNN) -> Optional[tf.Tensor]:
-  if model.config.conditioning != "attention":
+  if not model.conditioning.attends:
     return None
   history = state.alignment_history
   stacked = history.stack() if isinstance(history, tf.TensorArray) else history
@@ -138,7 +138,7 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
                                                temperature=temperature)
     images = tf.reshape(_images_from_ids(ids, side), [batch, samples, side, side])
     log_prob = tf.reshape(tf.reduce_sum(log_probs, axis=1), [batch, samples])
-    return _pack(images, log_prob, alpha if model.config.conditioning == "attention" else None,
+    return _pack(images, log_prob, alpha if model.conditioning.attends else None,
                  batch, samples, pixels, words)
   cell, state = model.decoder_initial_state(annotations, lengths, flat, alignment_history=True)
   if method == "greedy":

@@ -676,7 +676,7 @@ class Trainer:
                                            for cap in captions], scale=max(1, 64 // c.image_side))
     path = pictures.save(picture, os.path.join(self.run_dir, "samples", f"step{step:07d}.png"))
     summaries = {"samples": pictures.to_summary_image(picture)}
-    if c.conditioning == "attention":
+    if self.model.conditioning.attends:
       words = [self.vocab.decode([i]) or "<eos>" for i in ids[0][:lengths[0]]]
       att = pictures.attention_picture(out["images"].numpy()[0, 0],
                                        out["attention"].numpy()[0, 0][:, :lengths[0]], words,
