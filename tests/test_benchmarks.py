@@ -14,6 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ("train_throughput.py", ["--repeats", "1", "--warmup", "1"]),
     ("sample_throughput.py", ["--batches", "1,2", "--repeats", "1", "--beam_width", "2"]),
     ("score_throughput.py", ["--captions", "2", "--images", "4", "--repeats", "1"]),
+    ("decode_kernel.py", ["--batches", "3", "--threads", "1,2", "--repeats", "1"]),
     ("profile_train_step.py", ["--logdir", "{tmp}"]),
     ("startup_time.py", ["--rounds", "1"]),  # loads the shipped export
 ])
