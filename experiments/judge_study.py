@@ -35,6 +35,9 @@ VARIANTS = {
     "Adam 1e-3": {"optimizer": "adam", "learning_rate": 1e-3},
     "batch 32 lr 7e-3": {"batch_size": 32, "learning_rate": 7e-3},
     "attention 128": {"attention_units": 128},
+    # The attention never visits the second-named digit's word (NOTEBOOK, "Why samples fail"):
+    # a wider caption encoder, whose states carry both digits and the relation, at little cost.
+    "encoder 128": {"word_embedding_dim": 128, "encoder_units": 128},
 }
 # The same for every variant: how it is watched, not what it learns. The moving average is what
 # validation, the judge and exports use (WORKSPACE.md), so every variant is judged on its own.
@@ -73,6 +76,23 @@ def judge_command(run_dir, step):
           "--data_dir", FLAGS.data_dir, "--steps", str(step),
           "--num_captions", str(FLAGS.final_captions), "--num_samples", str(FLAGS.final_samples),
           "--out", os.path.join(run_dir, "judge_final.json")]
+
+
+def breakdown_command(run_dir, step):
+  return [sys.executable, "experiments/judge_breakdown.py", "--run_dir", run_dir,
+          "--data_dir", FLAGS.data_dir, "--step", str(step),
+          "--num_captions", str(FLAGS.final_captions), "--num_samples", str(FLAGS.final_samples),
+          "--out", os.path.join(run_dir, "judge_breakdown")]
+
+
+def breakdown(run_dir, step):
+  """judge_breakdown.py's result for the run's checkpoint at ``step`` (None if not made)."""
+  path = os.path.join(REPO, run_dir, "judge_breakdown.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    result = json.load(f)
+  return result if result["checkpoint"].endswith(f"ckpt-{step}") else None
 
 
 def final_judge(run_dir):
@@ -114,28 +134,48 @@ def main(argv):
       run(judge_command(run_dir, result["step"]))
       judged = final_judge(run_dir)
     commands.append(printable(judge_command(run_dir, result["step"])))
+    # Why the samples fail (the same captions, seed and so images as the final judge).
+    if not FLAGS.report_only and breakdown(run_dir, result["step"]) is None:
+      run(breakdown_command(run_dir, result["step"]))
+    commands.append(printable(breakdown_command(run_dir, result["step"])))
+    judged = dict(judged or {}, breakdown=breakdown(run_dir, result["step"]))
     rows.append((name, run_dir, result, judged, validation_history(os.path.join(REPO, run_dir))))
   write_report(rows, commands)
+
+
+def two_digit_cells(breakdown_result):
+  """Validation captions of two digits: % judged right, % whose second-named digit is read."""
+  if not breakdown_result:
+    return ["-", "-"]
+  validation = breakdown_result["validation"]
+  pairs = validation["by_kind"]["two digits"]
+  second = validation["two distinct digits"]["second-named digit read right"]
+  return [f"{100 * pairs['right'] / pairs['samples']:.1f}%", f"{100 * second:.1f}%"]
 
 
 def write_report(rows, commands):
   from text2pixel import pictures
   ranked = sorted(rows, key=lambda r: -(r[3]["judge_validation"] + r[3]["judge_heldout"])
-                  if r[3] else 0)
+                  if "judge_validation" in r[3] else 0)
   lines = [f"# `cpu_small` variants ranked by the digit judge after {FLAGS.minutes:g} minutes each",
            "", "Written by `experiments/judge_study.py` (issue 14's study). Same seed, data and "
            f"validation images ({VALIDATION_IMAGES}); every variant keeps a moving average of its "
            "weights (decay 0.999), which is what is validated and judged. Final judge: "
            f"{FLAGS.final_captions} validation and {FLAGS.final_captions} held-out captions x "
            f"{FLAGS.final_samples} samples, temperature 1, seed 0. \"Caption gain\": bits per "
-           "image by which the true caption beats another image's caption.", "",
+           "image by which the true caption beats another image's caption. Two digits: of the "
+           "validation captions naming two different digits, the share of samples judged right "
+           "and the share whose second-named digit is read in its place "
+           "(`experiments/judge_breakdown.py`; each run's judge_breakdown.md has the rest).", "",
            "| variant | overrides of cpu_small | steps | steps/s | validation bits/dim | "
-           "caption gain, bits/image | judge, validation | judge, held-out |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "caption gain, bits/image | judge, validation | judge, held-out | two digits: right | "
+           "second-named digit read |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
   for name, _, result, judged, _ in ranked:
     overrides = ", ".join(f"{k}={v}" for k, v in VARIANTS[name].items()) or "(the preset)"
     judge_cells = (f"{100 * judged['judge_validation']:.1f}% | {100 * judged['judge_heldout']:.1f}%"
-                   if judged else "- | -")
+                   if "judge_validation" in judged else "- | -")
+    judge_cells += " | " + " | ".join(two_digit_cells(judged["breakdown"]))
     steps_per_sec = result["step"] / (60 * result["minutes"])
     lines.append(f"| {name} | {overrides} | {result['step']:,} | {steps_per_sec:.2f} | "
                  f"{result['validation_bits_per_dim']:.4f} | "

@@ -118,11 +118,37 @@ def test_wrong_captions_are_judged_incorrect(shipped_judge, real_examples):
               "top_left": "bottom_right", "bottom_right": "top_left",
               "top_right": "bottom_left", "bottom_left": "top_right"}
   moved = [opposite[r.decode()] for r in e["relation"]]
-  for wrong in (judge_lib.judge_samples(judge, e["image"], e["relation"], swapped),
-                judge_lib.judge_samples(judge, e["image"], e["relation"], changed),
-                judge_lib.judge_samples(judge, e["image"], moved, e["digits"])):
+  details = {"swapped": judge_lib.judge_details(judge, e["image"], e["relation"], swapped),
+             "changed": judge_lib.judge_details(judge, e["image"], e["relation"], changed),
+             "moved": judge_lib.judge_details(judge, e["image"], moved, e["digits"])}
+  for wrong in details.values():
     # Only a pair of equal digits moved to the opposite side can still be right (~5%).
-    assert wrong.mean() <= 0.1 and wrong.mean() < right - 0.8
+    assert wrong["correct"].mean() <= 0.1 and wrong["correct"].mean() < right - 0.8
+  # And failure_causes says why: a reversed pair is "digits swapped", another digit is a wrong
+  # digit, a one-digit caption for the opposite corner finds its place blank.
+  causes = {name: judge_lib.failure_causes(d) for name, d in details.items()}
+  assert set(np.concatenate(list(causes.values()))) <= set(judge_lib.CAUSES)
+  distinct_pair = np.array([len(d) == 2 and d[0] != d[1] for d in e["digits"]])
+  single = np.array([len(d) == 1 for d in e["digits"]])
+  assert np.mean(causes["swapped"][distinct_pair] == "digits swapped") >= 0.95
+  assert np.mean(causes["changed"] == "wrong digit") >= 0.8
+  assert np.mean(causes["moved"][single] == "a named place blank") >= 0.95
+  assert np.mean(judge_lib.failure_causes(judge_lib.judge_details(
+      judge, e["image"], e["relation"], e["digits"])) == "right") >= 0.97
+  # experiments/judge_breakdown.py's tables: every sample counted once, places read as swapped.
+  from experiments.judge_breakdown import breakdown
+  d = details["swapped"]
+  table = breakdown(e["relation"], causes["swapped"], d["named"], d["predicted"])
+  assert table["all"]["samples"] == NUM_CANVASES
+  assert sum(table["all"][c] for c in judge_lib.CAUSES) == NUM_CANVASES
+  assert sum(k["samples"] for k in table["by_kind"].values()) == NUM_CANVASES
+  relations = np.array(e["relation"])[distinct_pair]
+  pairs = breakdown(relations, causes["swapped"][distinct_pair], d["named"][distinct_pair],
+                    d["predicted"][distinct_pair])["two distinct digits"]
+  assert pairs["pairs of distinct digits"] == distinct_pair.sum()
+  for place in ("first-named", "second-named"):  # each place holds the other digit
+    assert pairs[f"{place} digit read right"] <= 0.05
+  assert pairs["one of the caption's digits in both places"] <= 0.05
 
 
 def test_blank_and_noise_images_are_judged_incorrect(shipped_judge, real_examples):

@@ -427,6 +427,32 @@ def judge_accuracy(judge: Judge, images: np.ndarray, relations: Sequence[Union[s
           "count": int(len(correct)), "per_relation": per_relation}
 
 
+# Why a sample fails, in the order failure_causes assigns them (the first that applies).
+CAUSES = ("right", "digits swapped", "a named place blank", "wrong digit", "unsure digit",
+          "ink elsewhere")
+
+
+def failure_causes(details: Dict[str, np.ndarray]) -> np.ndarray:
+  """str [N]: one cause per image (CAUSES) from judge_details' output.
+
+  "digits swapped": a two-digit caption whose places read each other's digit (the layout is
+  right, the caption's order is not). Otherwise the first of: a named place with no ink, a
+  place read as another digit, a place read without confidence, ink outside the named places.
+  """
+  named, predicted = details["named"], details["predicted"]
+  pair = named[:, 1] >= 0
+  blank = (details["region_ink"] < MIN_INK) & (named >= 0)
+  wrong = (predicted != named) & (named >= 0) & ~blank
+  unsure = (details["confidence"] < MIN_CONFIDENCE) & (named >= 0) & ~blank & ~wrong
+  swapped = (pair & (named[:, 0] != named[:, 1]) & (predicted[:, 0] == named[:, 1]) &
+             (predicted[:, 1] == named[:, 0]) & ~blank.any(axis=1))
+  causes = np.full(len(named), CAUSES[-1], dtype=object)
+  for cause, mask in reversed(list(zip(CAUSES, [details["correct"], swapped, blank.any(axis=1),
+                                                wrong.any(axis=1), unsure.any(axis=1)]))):
+    causes[mask] = cause
+  return causes.astype(str)
+
+
 # --- a typed caption: which captions the builder writes, and the verdict on samples for one --
 
 @dataclasses.dataclass(frozen=True)
@@ -571,15 +597,20 @@ class CaptionJudgeProbe:
   def num_images(self) -> int:
     return sum(len(s["relations"]) for s in self.sets.values())
 
-  def __call__(self) -> Dict[str, float]:
+  def samples(self) -> Dict[str, np.ndarray]:
+    """{metric: uint8 [captions * num_samples, SIDE, SIDE]}, in the order of the sets' relations."""
     import tensorflow as tf
     out = {}
     for metric, s in self.sets.items():
       images = self._generate(s["ids"], s["lengths"], tf.constant(self.temperature),
                               tf.constant(self.seed, tf.int32))["images"].numpy()
-      out[metric] = judge_accuracy(self.judge, images.reshape(-1, SIDE, SIDE), s["relations"],
-                                   s["digits"])["accuracy"]
+      out[metric] = images.reshape(-1, SIDE, SIDE)
     return out
+
+  def __call__(self) -> Dict[str, float]:
+    return {metric: judge_accuracy(self.judge, images, self.sets[metric]["relations"],
+                                   self.sets[metric]["digits"])["accuracy"]
+            for metric, images in self.samples().items()}
 
 
 # --- command line -------------------------------------------------------------------------------
