@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from text2pixel import config as config_lib, model as model_lib, training
+from text2pixel import config as config_lib, model as model_lib, text as text_lib, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -130,8 +130,34 @@ def test_tiny_training_loss_falls(optimizer, mnist_captions_dir, tmp_path):
   # (The caption gain is checked against its own computation in test_training.py.)
 
 
+def test_caption_dropout_empties_a_keyed_share_of_the_captions():
+  ids = tf.constant(np.arange(1, 2001, dtype=np.int32).reshape(1000, 2) % 50 + 3)
+  batch = {"caption_ids": tf.pad(ids, [[0, 0], [0, 3]]), "caption_len": tf.fill([1000], 2),
+           "image": tf.zeros([1000, 2, 2], tf.uint8)}
+  out = training.drop_captions(batch, 0.3, seed=7, step=tf.constant(5, tf.int64))
+  dropped = out["caption_len"].numpy() == 1
+  assert 0.25 < dropped.mean() < 0.35
+  np.testing.assert_array_equal(out["caption_ids"].numpy()[dropped],
+                                [[text_lib.EOS_ID, 0, 0, 0, 0]] * dropped.sum())
+  np.testing.assert_array_equal(out["caption_ids"].numpy()[~dropped],
+                                batch["caption_ids"].numpy()[~dropped])
+  assert out["image"] is batch["image"]
+  again = training.drop_captions(batch, 0.3, seed=7, step=5)["caption_len"].numpy() == 1
+  np.testing.assert_array_equal(again, dropped)  # keyed: a resumed run drops the same
+  assert not np.array_equal(
+      training.drop_captions(batch, 0.3, seed=7, step=6)["caption_len"].numpy() == 1, dropped)
+  # Replica r of two, each with half the global batch, drops the one-device draw's r-th half.
+  halves = [training.drop_captions({k: v[500 * r:500 * (r + 1)] for k, v in batch.items()},
+                                   0.3, seed=7, step=5, replica=r, global_batch=1000)
+            for r in range(2)]
+  np.testing.assert_array_equal(
+      np.concatenate([h["caption_len"].numpy() == 1 for h in halves]), dropped)
+
+
 def test_resumed_run_equals_uninterrupted_run(mnist_captions_dir, tmp_path):
-  common = dict(checkpoint_every=10, eval_every=1000, sample_every=1000, log_every=1000)
+  # (With captions dropped: the draw is keyed by the step, so a resumed run drops the same.)
+  common = dict(checkpoint_every=10, eval_every=1000, sample_every=1000, log_every=1000,
+                caption_dropout=0.3)
   straight = _trainer(str(tmp_path / "straight"), mnist_captions_dir, train_steps=20, **common)
   straight.train()
   first = _trainer(str(tmp_path / "resumed"), mnist_captions_dir, train_steps=10, **common)

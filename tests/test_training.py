@@ -307,7 +307,7 @@ from text2pixel import config as config_lib, training
 data_dir, out = sys.argv[1], sys.argv[2]
 config = config_lib.get_preset("tiny").replace(train_steps=4, eval_every=100000,
                                                sample_every=100000, log_every=100000,
-                                               ema_decay=0.5)
+                                               ema_decay=0.5, caption_dropout=0.5)
 runs = {}
 for strategy in ("mirrored", "default"):
   trainer = training.Trainer(config, data_dir, out + "/" + strategy, strategy,
@@ -326,7 +326,8 @@ print(json.dumps(runs))
 @pytest.mark.slow
 def test_mirrored_training_on_two_cpu_devices_equals_one_device(mnist_captions_dir, tmp_path):
   """--strategy mirrored over two logical CPU devices (each replica half of the global batch):
-  4 steps of the real train step give the one-device run's losses, weights and weight average."""
+  4 steps of the real train step give the one-device run's losses, weights and weight average
+  (with half the captions dropped: each replica drops its slice of the one-device draw)."""
   result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, mnist_captions_dir,
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

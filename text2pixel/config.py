@@ -50,6 +50,10 @@ class Config:
   # with this decay (0 = off, the paper: the weights as trained). It does not change training,
   # so a restart may turn it on. See training.WeightAverage.
   ema_decay: float = 0.0
+  # Extension: this share of training examples sees the empty caption (<eos> alone) instead of
+  # its own, so the model also learns p(x | empty): what classifier-free guidance
+  # (sampling.generate_guided) and the caption-normalised retrieval score compare against.
+  caption_dropout: float = 0.0
 
   # --- bookkeeping --------------------------------------------------------------------------
   log_every: int = 50
@@ -155,6 +159,9 @@ def validate(config: Config) -> Config:
                       f"{config.above_context}")
   if not 0.0 <= config.ema_decay < 1.0:
     raise ConfigError(f"ema_decay must be in [0, 1) (0 turns it off), got {config.ema_decay}")
+  if not 0.0 <= config.caption_dropout < 1.0:
+    raise ConfigError(f"caption_dropout must be in [0, 1) (0 turns it off), got "
+                      f"{config.caption_dropout}")
   if config.warmup_steps < 0:
     raise ConfigError(f"warmup_steps must be >= 0 (0: no warm-up), got {config.warmup_steps}")
   if config.judge_captions < 0:

@@ -597,13 +597,15 @@ class CaptionJudgeProbe:
   def num_images(self) -> int:
     return sum(len(s["relations"]) for s in self.sets.values())
 
-  def samples(self) -> Dict[str, np.ndarray]:
-    """{metric: uint8 [captions * num_samples, SIDE, SIDE]}, in the order of the sets' relations."""
+  def samples(self, generate_fn=None) -> Dict[str, np.ndarray]:
+    """{metric: uint8 [captions * num_samples, SIDE, SIDE]}, in the order of the sets' relations.
+    ``generate_fn``: another sampler of make_generate_fn's signature (default the probe's)."""
     import tensorflow as tf
     out = {}
     for metric, s in self.sets.items():
-      images = self._generate(s["ids"], s["lengths"], tf.constant(self.temperature),
-                              tf.constant(self.seed, tf.int32))["images"].numpy()
+      images = (generate_fn or self._generate)(
+          s["ids"], s["lengths"], tf.constant(self.temperature),
+          tf.constant(self.seed, tf.int32))["images"].numpy()
       out[metric] = images.reshape(-1, SIDE, SIDE)
     return out
 

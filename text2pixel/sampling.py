@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_addons as tfa
 
 from text2pixel.model import START_SYMBOL, AlignPixelRNN
+from text2pixel.text import EOS_ID
 
 METHODS = ("greedy", "sample", "beam")
 
@@ -38,6 +39,23 @@ class StatelessSampleEmbeddingSampler(tfa.seq2seq.SampleEmbeddingSampler):
   def sample(self, time, outputs, state):
     return inverse_cdf(tf.cast(outputs, tf.float32) / self.softmax_temperature,
                        self.uniforms[:, time])
+
+
+class GuidedSampleEmbeddingSampler(StatelessSampleEmbeddingSampler):
+  """Ancestral sampling with classifier-free guidance (an extension, not the paper's): the batch
+  is [conditional rows; the same rows under the empty caption], pixel j of both halves is drawn
+  from softmax((l_empty + s (l_caption - l_empty)) / T) at the conditional row's uniform, so
+  s = 1 is plain sampling and s > 1 exaggerates what the caption changes."""
+
+  def __init__(self, embedding_fn, softmax_temperature, uniforms: tf.Tensor, scale):
+    super().__init__(embedding_fn, softmax_temperature, uniforms)
+    self.scale = scale
+
+  def sample(self, time, outputs, state):
+    conditional, empty = tf.split(tf.cast(outputs, tf.float32), 2, axis=0)
+    guided = empty + self.scale * (conditional - empty)
+    ids = inverse_cdf(guided / self.softmax_temperature, self.uniforms[:, time])
+    return tf.concat([ids, ids], axis=0)
 
 
 def inverse_cdf(logits: tf.Tensor, uniforms: tf.Tensor) -> tf.Tensor:
@@ -86,6 +104,41 @@ def _alignments(state, model: AlignPixelRNN) -> Optional[tf.Tensor]:
   history = state.alignment_history
   stacked = history.stack() if isinstance(history, tf.TensorArray) else history
   return tf.transpose(stacked, [1, 0, 2])  # [batch, pixels, words]
+
+
+def generate_guided(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tensor,
+                    scale, num_samples: int = 1, temperature=1.0,
+                    seed=None) -> Dict[str, tf.Tensor]:
+  """Ancestral samples with classifier-free guidance at ``scale`` (GuidedSampleEmbeddingSampler;
+  the empty caption is <eos> alone), over tfa's decoder. images [B, S, side, side], log_prob
+  [B, S] under the guided distribution at temperature 1."""
+  if not model.conditioning.encodes:
+    raise ValueError("guidance needs a model that reads the caption")
+  config = model.config
+  side, pixels = config.image_side, config.num_pixels
+  batch = tf.shape(caption_ids)[0]
+  flat = batch * num_samples
+  ids = tf.repeat(caption_ids, num_samples, axis=0)
+  lengths = tf.repeat(caption_len, num_samples, axis=0)
+  empty = tf.one_hot(tf.zeros([flat], tf.int32), tf.shape(caption_ids)[1], on_value=EOS_ID,
+                     off_value=0, dtype=ids.dtype)
+  both_ids = tf.concat([ids, empty], axis=0)
+  both_lengths = tf.concat([lengths, tf.ones_like(lengths)], axis=0)
+  annotations = model.encode(both_ids, both_lengths)
+  uniforms = seeded_uniforms(flat, pixels, seed if seed is not None else 0)
+  cell, state = model.decoder_initial_state(annotations, both_lengths, 2 * flat)
+  sampler = GuidedSampleEmbeddingSampler(model.pixel_input, tf.cast(temperature, tf.float32),
+                                         uniforms, tf.cast(scale, tf.float32))
+  decoder = _BasicDecoder(cell, sampler, output_layer=model.output_layer,
+                          maximum_iterations=pixels)
+  outputs, _, _ = decoder(None, initial_state=state,
+                          start_tokens=tf.fill([2 * flat], START_SYMBOL), end_token=START_SYMBOL)
+  chosen = outputs.sample_id[:flat]
+  conditional, unconditional = tf.split(tf.cast(outputs.rnn_output, tf.float32), 2, axis=0)
+  guided = unconditional + tf.cast(scale, tf.float32) * (conditional - unconditional)
+  log_prob = tf.reduce_sum(model.pixel_log_probs(guided, chosen), axis=1)
+  return {"images": tf.reshape(_images_from_ids(chosen, side), [batch, num_samples, side, side]),
+          "log_prob": tf.reshape(log_prob, [batch, num_samples])}
 
 
 def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tensor, method: str,

@@ -28,7 +28,7 @@ import tensorflow as tf
 from text2pixel import config as config_lib
 from text2pixel import model as model_lib
 from text2pixel import judge as judge_lib, layout, metrics as metrics_lib, pictures, sampling
-from text2pixel import tfrecords
+from text2pixel import text as text_lib, tfrecords
 from text2pixel.config import Config
 from text2pixel.errors import CheckpointError, DataError, TrainingError
 
@@ -334,6 +334,10 @@ class Trainer:
       loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
 
     def replica_train_step(batch):
+      if c.caption_dropout:
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        batch = drop_captions(batch, c.caption_dropout, c.seed, step_counter, replica,
+                              c.batch_size)
       loss, grads = loss_and_gradients(batch)
       # Sum over replicas first, then clip: the same update as one device with the whole batch.
       context = tf.distribute.get_replica_context()
@@ -688,6 +692,24 @@ class Trainer:
         tf.summary.image(name, image)
     self.writers["train"].flush()
     return path
+
+
+def drop_captions(batch: Dict[str, tf.Tensor], rate: float, seed: int, step, replica=0,
+                  global_batch: Optional[int] = None) -> Dict[str, tf.Tensor]:
+  """The batch with each caption replaced by the empty one (<eos> alone) with probability
+  ``rate`` (Config.caption_dropout). One draw per example of the global batch, keyed by the
+  run's seed and the step, of which replica r takes its slice: a resumed run drops the same
+  captions as an uninterrupted one, and mirrored replicas the same as one device."""
+  ids, lengths = batch["caption_ids"], batch["caption_len"]
+  local = tf.shape(lengths)[0]
+  draws = tf.random.stateless_uniform(
+      [global_batch or local], seed=tf.stack([tf.constant(seed, tf.int64),
+                                              tf.cast(step, tf.int64)]))
+  drop = tf.slice(draws, [tf.cast(replica, tf.int32) * local], [local]) < rate
+  empty = tf.one_hot(tf.zeros_like(lengths), tf.shape(ids)[1], on_value=text_lib.EOS_ID,
+                     off_value=0, dtype=ids.dtype)
+  return dict(batch, caption_ids=tf.where(drop[:, None], empty, ids),
+              caption_len=tf.where(drop, tf.ones_like(lengths), lengths))
 
 
 def _minutes(seconds: float) -> str:

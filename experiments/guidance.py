@@ -1,0 +1,97 @@
+"""Does classifier-free guidance make a model draw the caption's digits more often?
+
+  .venv/bin/python experiments/guidance.py --run_dir workspace/runs/lrdrop_2e-4 --step 13797 \
+      --scales 1,1.5,2,3 --num_captions 100 --num_samples 10 --out experiments/results/guidance_lrdrop
+
+Samples the judge's fixed captions (the same captions and seed as experiments/learning_curve.py)
+with sampling.generate_guided at each scale: pixel logits l_empty + s (l_caption - l_empty), the
+empty caption being <eos> alone (scale 1 is plain ancestral sampling). Judges them and writes
+<out>.json and <out>.md: per scale the judge accuracy per split, and for the two-digit captions
+the share right and the second-named digit's place accuracy (judge_breakdown's measures).
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from experiments.judge_breakdown import SPLITS, breakdown  # noqa: E402
+from experiments.learning_curve import model_and_probe  # noqa: E402
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_string("run_dir", None, "a training run", required=True)
+  flags.DEFINE_integer("step", None, "the checkpoint's step", required=True)
+  flags.DEFINE_string("data_dir", "workspace/data/mnist_captions", "its data set")
+  flags.DEFINE_list("scales", ["1", "2", "3"], "guidance scales (1 = no guidance)")
+  flags.DEFINE_integer("num_captions", 100, "validation and held-out captions each")
+  flags.DEFINE_integer("num_samples", 10, "samples per caption")
+  flags.DEFINE_integer("seed", 0, "sampling seed")
+  flags.DEFINE_string("out", None, "output path without extension", required=True)
+
+
+def main(argv):
+  del argv
+  from text2pixel.threads import configure_threads
+  configure_threads(1, 0)
+  import tensorflow as tf
+  from text2pixel import judge as judge_lib, sampling, training
+
+  config, model, probe = model_and_probe(FLAGS.run_dir, FLAGS.data_dir, FLAGS.num_captions,
+                                         FLAGS.num_samples, FLAGS.seed)
+  path = os.path.join(FLAGS.run_dir, "checkpoints", f"ckpt-{FLAGS.step}")
+  training.restore_model(model, config, path)
+  length = config.max_caption_len
+  rows = []
+  for scale in [float(s) for s in FLAGS.scales]:
+    @tf.function(autograph=False, input_signature=[
+        tf.TensorSpec([None, length], tf.int32), tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
+    def guided(ids, lengths, temperature, seed, scale=scale):
+      return sampling.generate_guided(model, ids, lengths, scale, FLAGS.num_samples,
+                                      temperature, seed)
+    row = {"scale": scale}
+    for metric, images in probe.samples(guided).items():
+      s = probe.sets[metric]
+      details = judge_lib.judge_details(probe.judge, images, s["relations"], s["digits"])
+      table = breakdown(s["relations"], judge_lib.failure_causes(details), details["named"],
+                        details["predicted"])
+      pairs = table["by_kind"]["two digits"]
+      row[SPLITS[metric]] = {
+          "judge": float(details["correct"].mean()),
+          "one digit right": table["by_kind"]["one digit"]["right"] /
+                             max(1, table["by_kind"]["one digit"]["samples"]),
+          "two digits right": pairs["right"] / max(1, pairs["samples"]),
+          "second-named digit read right":
+              table["two distinct digits"]["second-named digit read right"]}
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+
+  result = {"checkpoint": path, "captions_per_split": FLAGS.num_captions,
+            "samples_per_caption": FLAGS.num_samples, "seed": FLAGS.seed, "rows": rows}
+  with open(FLAGS.out + ".json", "w") as f:
+    json.dump(result, f, indent=1)
+  md = [f"# Classifier-free guidance: `{path}`", "",
+        f"{FLAGS.num_captions} captions per split x {FLAGS.num_samples} samples, seed "
+        f"{FLAGS.seed}, temperature 1. Command:", "", "    .venv/bin/python " + " ".join(sys.argv),
+        "", "| scale | split | judge | one digit right | two digits right | "
+        "second-named digit read |", "| ---: | --- | ---: | ---: | ---: | ---: |"]
+  for row in rows:
+    for split in SPLITS.values():
+      r = row[split]
+      md.append(f"| {row['scale']:g} | {split} | {r['judge']:.1%} | {r['one digit right']:.1%} | "
+                f"{r['two digits right']:.1%} | {r['second-named digit read right']:.1%} |")
+  with open(FLAGS.out + ".md", "w") as f:
+    f.write("\n".join(md) + "\n")
+  print("\n".join(md))
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
