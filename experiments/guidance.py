@@ -4,7 +4,7 @@
       --scales 1,1.5,2,3 --num_captions 100 --num_samples 10 --out experiments/results/guidance_lrdrop
 
 Samples the judge's fixed captions (the same captions and seed as experiments/learning_curve.py)
-with sampling.generate_guided at each scale: pixel logits l_empty + s (l_caption - l_empty), the
+with sampling.generate(guidance=scale) at each scale: pixel logits l_empty + s (l_caption - l_empty), the
 empty caption being <eos> alone (scale 1 is plain ancestral sampling). Judges them and writes
 <out>.json and <out>.md: per scale the judge accuracy per split, and for the two-digit captions
 the share right and the second-named digit's place accuracy (judge_breakdown's measures).
@@ -40,22 +40,15 @@ def main(argv):
   del argv
   from text2pixel.threads import configure_threads
   configure_threads(1, 0)
-  import tensorflow as tf
   from text2pixel import judge as judge_lib, sampling, training
 
   config, model, probe = model_and_probe(FLAGS.run_dir, FLAGS.data_dir, FLAGS.num_captions,
                                          FLAGS.num_samples, FLAGS.seed)
   path = os.path.join(FLAGS.run_dir, "checkpoints", f"ckpt-{FLAGS.step}")
   training.restore_model(model, config, path)
-  length = config.max_caption_len
   rows = []
   for scale in [float(s) for s in FLAGS.scales]:
-    @tf.function(autograph=False, input_signature=[
-        tf.TensorSpec([None, length], tf.int32), tf.TensorSpec([None], tf.int32),
-        tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
-    def guided(ids, lengths, temperature, seed, scale=scale):
-      return sampling.generate_guided(model, ids, lengths, scale, FLAGS.num_samples,
-                                      temperature, seed)
+    guided = sampling.make_generate_fn(model, "sample", FLAGS.num_samples, guidance=scale)
     row = {"scale": scale}
     for metric, images in probe.samples(guided).items():
       s = probe.sets[metric]

@@ -33,10 +33,10 @@ VARIANTS = {
     "cpu_small": {},
     "pixel LSTM 256": {"decoder_units": 256},
     "Adam 1e-3": {"optimizer": "adam", "learning_rate": 1e-3},
-    "batch 32 lr 7e-3": {"batch_size": 32, "learning_rate": 7e-3},
     # The attention never visits the second-named digit's word (NOTEBOOK, "Why samples fail"):
     # a wider caption encoder, whose states carry both digits and the relation, at little cost.
     "encoder 128": {"word_embedding_dim": 128, "encoder_units": 128},
+    "batch 32 lr 7e-3": {"batch_size": 32, "learning_rate": 7e-3},
     "attention 128": {"attention_units": 128},
 }
 # The same for every variant: how it is watched, not what it learns. The moving average is what

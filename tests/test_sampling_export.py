@@ -77,26 +77,39 @@ def test_low_temperature_approaches_greedy(run):
   np.testing.assert_allclose(cold["log_prob"].numpy().mean(), greedy.mean(), rtol=0.05)
 
 
-def test_guidance_scale_one_is_sampling_and_others_follow_the_guided_logits(run):
-  """Classifier-free guidance: at scale 1 the images of plain ancestral sampling (same seed);
-  at scale 3 the log-probability of each image is that of log_softmax(l_empty + 3 (l_caption -
-  l_empty)), the two logits recomputed by teacher forcing on the images it drew."""
+@pytest.mark.parametrize("loop", ["fused", "graph"])
+def test_guidance_scale_one_is_sampling_and_others_follow_the_guided_logits(run, loop):
+  """Classifier-free guidance in either decoder: at scale 1 the images of plain sampling (same
+  seed); at scale 3 the images the other decoder draws, and the log-probability of each image is
+  that of log_softmax(l_empty + 3 (l_caption - l_empty)), the two logits recomputed by teacher
+  forcing on the images it drew."""
   config, vocab, model = run
   ids, lengths = _ids(vocab, config)
-  plain = sampling.generate(model, ids, lengths, "sample", num_samples=2, seed=5, loop="graph")
-  same = sampling.generate_guided(model, ids, lengths, 1.0, num_samples=2, seed=5)
+  other = {"fused": "graph", "graph": "fused"}[loop]
+  plain = sampling.generate(model, ids, lengths, "sample", num_samples=2, seed=5, loop=loop)
+  same = sampling.generate(model, ids, lengths, "sample", num_samples=2, seed=5, loop=loop,
+                           guidance=1.0)
   np.testing.assert_array_equal(same["images"].numpy(), plain["images"].numpy())
   np.testing.assert_allclose(same["log_prob"].numpy(), plain["log_prob"].numpy(), rtol=1e-5)
-  guided = sampling.generate_guided(model, ids, lengths, 3.0, num_samples=2, seed=5)
-  images = tf.constant(guided["images"].numpy().reshape(-1, 8, 8))
-  assert not np.array_equal(guided["images"].numpy(), plain["images"].numpy())
-  caption_ids, caption_len = tf.repeat(ids, 2, 0), tf.repeat(lengths, 2, 0)
-  empty_ids = tf.constant(tfrecords.pad_ids([[text_lib.EOS_ID]] * 4, config.max_caption_len))
-  logits = [model.logits_stepwise(model.encode(i, n), n, images)
-            for i, n in ((caption_ids, caption_len), (empty_ids, tf.ones([4], tf.int32)))]
-  expected = model.pixel_log_probs(logits[1] + 3.0 * (logits[0] - logits[1]), images)
-  np.testing.assert_allclose(guided["log_prob"].numpy().ravel(),
-                             tf.reduce_sum(expected, 1).numpy(), rtol=1e-4, atol=1e-2)
+  np.testing.assert_allclose(same["attention"].numpy(), plain["attention"].numpy(), atol=1e-5)
+  for method in ("sample", "greedy"):
+    guided = sampling.generate(model, ids, lengths, method, num_samples=2, seed=5, loop=loop,
+                               guidance=3.0)
+    twin = sampling.generate(model, ids, lengths, method, num_samples=2, seed=5, loop=other,
+                             guidance=3.0)
+    np.testing.assert_array_equal(guided["images"].numpy(), twin["images"].numpy())
+    images = tf.constant(guided["images"].numpy().reshape(-1, 8, 8))
+    caption_ids, caption_len = tf.repeat(ids, 2, 0), tf.repeat(lengths, 2, 0)
+    empty_ids, empty_len = text_lib.empty_captions(caption_ids)
+    logits = [model.logits_stepwise(model.encode(i, n), n, images)
+              for i, n in ((caption_ids, caption_len), (empty_ids, empty_len))]
+    expected = model.pixel_log_probs(logits[1] + 3.0 * (logits[0] - logits[1]), images)
+    np.testing.assert_allclose(guided["log_prob"].numpy().ravel(),
+                               tf.reduce_sum(expected, 1).numpy(), rtol=1e-4, atol=1e-2)
+    if method == "sample":  # guidance changed what was drawn at the same uniforms
+      assert not np.array_equal(guided["images"].numpy(), plain["images"].numpy())
+  with pytest.raises(ValueError, match="beam"):
+    sampling.generate(model, ids, lengths, "beam", guidance=2.0)
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ class Config:
   ema_decay: float = 0.0
   # Extension: this share of training examples sees the empty caption (<eos> alone) instead of
   # its own, so the model also learns p(x | empty): what classifier-free guidance
-  # (sampling.generate_guided) and the caption-normalised retrieval score compare against.
+  # (sampling.generate(guidance=...)) and the caption-normalised retrieval score compare against.
   caption_dropout: float = 0.0
 
   # --- bookkeeping --------------------------------------------------------------------------

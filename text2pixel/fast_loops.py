@@ -117,10 +117,10 @@ def fused_logits(model, annotations, caption_len, pixels, dtype) -> tf.Tensor:
 
 
 def fused_decode(model, annotations, caption_len, mode: str, targets=None, uniforms=None,
-                 temperature=1.0):
+                 temperature=1.0, guidance=None):
   """The fused decoder, no gradient: (pixels [batch, num_pixels] int32, log p(x_j | x_<j, y)
   [batch, num_pixels] at temperature 1, alpha [batch, num_pixels, words]); ``mode`` ("score",
-  "greedy", "sample") and the rest as for :func:`kernels.pixel_decode`."""
+  "greedy", "sample"), ``guidance`` and the rest as for :func:`kernels.pixel_decode`."""
   from text2pixel import kernels
   tables = input_tables(model.pixel_cell, model.pixel_embedding.embeddings,
                         model.conditioning.context(annotations, caption_len),
@@ -129,7 +129,8 @@ def fused_decode(model, annotations, caption_len, mode: str, targets=None, unifo
       mode, tables.tables, tables.static_ids, tf.constant(tables.lags, tf.int32), tables.base,
       _f32(model.pixel_cell.recurrent_kernel), _f32(model.output_layer.kernel),
       _f32(model.output_layer.bias), targets=targets, uniforms=uniforms,
-      temperature=temperature, **_fused_attention(model, annotations, caption_len))
+      temperature=temperature, guidance=guidance,
+      **_fused_attention(model, annotations, caption_len))
 
 
 # --- graph: TensorFlow ops ----------------------------------------------------------------------

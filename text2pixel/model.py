@@ -437,12 +437,12 @@ class AlignPixelRNN(tf.keras.Model):
     return tf.gather(log_probs, targets, batch_dims=2)
 
   def decode_fused(self, annotations, caption_len, mode: str, targets=None, uniforms=None,
-                   temperature=1.0):
+                   temperature=1.0, guidance=None):
     """Scoring, greedy or ancestral decoding in the fused C++ decoder (see
     :func:`fast_loops.fused_decode`): (pixels, log p per pixel, alpha)."""
     from text2pixel import fast_loops
     return fast_loops.fused_decode(self, annotations, caption_len, mode, targets, uniforms,
-                                   temperature)
+                                   temperature, guidance)
 
   def _scores(self, annotations, caption_len, images, loop: Optional[str]) -> tf.Tensor:
     """log p(x | y) in nats per image [batch] for annotations and images of the same batch."""

@@ -20,7 +20,7 @@ import tensorflow as tf
 import tensorflow_addons as tfa
 
 from text2pixel.model import START_SYMBOL, AlignPixelRNN
-from text2pixel.text import EOS_ID
+from text2pixel import text as text_lib
 
 METHODS = ("greedy", "sample", "beam")
 
@@ -42,20 +42,37 @@ class StatelessSampleEmbeddingSampler(tfa.seq2seq.SampleEmbeddingSampler):
 
 
 class GuidedSampleEmbeddingSampler(StatelessSampleEmbeddingSampler):
-  """Ancestral sampling with classifier-free guidance (an extension, not the paper's): the batch
-  is [conditional rows; the same rows under the empty caption], pixel j of both halves is drawn
-  from softmax((l_empty + s (l_caption - l_empty)) / T) at the conditional row's uniform, so
-  s = 1 is plain sampling and s > 1 exaggerates what the caption changes."""
+  """Classifier-free guidance (an extension, not the paper's): rows come in pairs (2i: the
+  caption, 2i + 1: the empty caption), and both rows of pair i take the pixel drawn from
+  softmax((l_empty + s (l_caption - l_empty)) / T) at uniform i; s = 1 is plain sampling, s > 1
+  exaggerates what the caption changes. Greedy (``uniforms`` None) takes its argmax."""
 
-  def __init__(self, embedding_fn, softmax_temperature, uniforms: tf.Tensor, scale):
+  def __init__(self, embedding_fn, softmax_temperature, uniforms: Optional[tf.Tensor], scale):
     super().__init__(embedding_fn, softmax_temperature, uniforms)
     self.scale = scale
 
   def sample(self, time, outputs, state):
-    conditional, empty = tf.split(tf.cast(outputs, tf.float32), 2, axis=0)
-    guided = empty + self.scale * (conditional - empty)
-    ids = inverse_cdf(guided / self.softmax_temperature, self.uniforms[:, time])
-    return tf.concat([ids, ids], axis=0)
+    guided = guided_logits(outputs, self.scale)
+    if self.uniforms is None:
+      ids = tf.argmax(guided, axis=-1, output_type=tf.int32)
+    else:
+      ids = inverse_cdf(guided / self.softmax_temperature, self.uniforms[:, time])
+    return tf.repeat(ids, 2, axis=0)
+
+
+def guided_logits(logits: tf.Tensor, scale) -> tf.Tensor:
+  """[2n, ...] logits of (caption, empty caption) row pairs -> [n, ...] guided logits."""
+  pairs = tf.reshape(tf.cast(logits, tf.float32), tf.concat([[-1, 2], tf.shape(logits)[1:]], 0))
+  caption, empty = pairs[:, 0], pairs[:, 1]
+  return empty + tf.cast(scale, tf.float32) * (caption - empty)
+
+
+def with_empty_captions(caption_ids: tf.Tensor, caption_len: tf.Tensor):
+  """Each caption followed by the empty caption: the row pairs guidance decodes."""
+  empty_ids, empty_len = text_lib.empty_captions(caption_ids)
+  ids = tf.reshape(tf.stack([caption_ids, empty_ids], axis=1), [-1, tf.shape(caption_ids)[1]])
+  lengths = tf.reshape(tf.stack([caption_len, tf.cast(empty_len, caption_len.dtype)], 1), [-1])
+  return ids, lengths
 
 
 def inverse_cdf(logits: tf.Tensor, uniforms: tf.Tensor) -> tf.Tensor:
@@ -106,54 +123,26 @@ def _alignments(state, model: AlignPixelRNN) -> Optional[tf.Tensor]:
   return tf.transpose(stacked, [1, 0, 2])  # [batch, pixels, words]
 
 
-def generate_guided(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tensor,
-                    scale, num_samples: int = 1, temperature=1.0,
-                    seed=None) -> Dict[str, tf.Tensor]:
-  """Ancestral samples with classifier-free guidance at ``scale`` (GuidedSampleEmbeddingSampler;
-  the empty caption is <eos> alone), over tfa's decoder. images [B, S, side, side], log_prob
-  [B, S] under the guided distribution at temperature 1."""
-  if not model.conditioning.encodes:
-    raise ValueError("guidance needs a model that reads the caption")
-  config = model.config
-  side, pixels = config.image_side, config.num_pixels
-  batch = tf.shape(caption_ids)[0]
-  flat = batch * num_samples
-  ids = tf.repeat(caption_ids, num_samples, axis=0)
-  lengths = tf.repeat(caption_len, num_samples, axis=0)
-  empty = tf.one_hot(tf.zeros([flat], tf.int32), tf.shape(caption_ids)[1], on_value=EOS_ID,
-                     off_value=0, dtype=ids.dtype)
-  both_ids = tf.concat([ids, empty], axis=0)
-  both_lengths = tf.concat([lengths, tf.ones_like(lengths)], axis=0)
-  annotations = model.encode(both_ids, both_lengths)
-  uniforms = seeded_uniforms(flat, pixels, seed if seed is not None else 0)
-  cell, state = model.decoder_initial_state(annotations, both_lengths, 2 * flat)
-  sampler = GuidedSampleEmbeddingSampler(model.pixel_input, tf.cast(temperature, tf.float32),
-                                         uniforms, tf.cast(scale, tf.float32))
-  decoder = _BasicDecoder(cell, sampler, output_layer=model.output_layer,
-                          maximum_iterations=pixels)
-  outputs, _, _ = decoder(None, initial_state=state,
-                          start_tokens=tf.fill([2 * flat], START_SYMBOL), end_token=START_SYMBOL)
-  chosen = outputs.sample_id[:flat]
-  conditional, unconditional = tf.split(tf.cast(outputs.rnn_output, tf.float32), 2, axis=0)
-  guided = unconditional + tf.cast(scale, tf.float32) * (conditional - unconditional)
-  log_prob = tf.reduce_sum(model.pixel_log_probs(guided, chosen), axis=1)
-  return {"images": tf.reshape(_images_from_ids(chosen, side), [batch, num_samples, side, side]),
-          "log_prob": tf.reshape(log_prob, [batch, num_samples])}
-
-
 def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tensor, method: str,
              num_samples: int = 1, temperature=1.0, beam_width: int = 4,
-             seed=None, loop: Optional[str] = None) -> Dict[str, tf.Tensor]:
+             seed=None, loop: Optional[str] = None, guidance=None) -> Dict[str, tf.Tensor]:
   """Images for each caption: images [B, S, side, side] uint8, log_prob [B, S], attention
   [B, S, pixels, words] (zeros for models without attention).
 
   For ``beam`` the S = beam_width beams come back best first (num_samples is ignored); for
   ``greedy`` every sample is the same image, so S = 1 is the useful value. ``loop``: "fused" or
   "graph" for greedy and ancestral sampling (beam search is always tfa's); default the config's
-  ``pixel_loop``.
+  ``pixel_loop``. ``guidance`` (greedy and ancestral): classifier-free guidance at that scale
+  (GuidedSampleEmbeddingSampler; log_prob is then under the guided distribution, the attention
+  the caption's); None is plain sampling.
   """
   if method not in METHODS:
     raise ValueError(f"unknown sampling method '{method}'; choose one of {METHODS}")
+  if guidance is not None:
+    if method == "beam":
+      raise ValueError("guidance is for greedy and ancestral sampling, not beam search")
+    if not model.conditioning.encodes:
+      raise ValueError("guidance needs a model that reads the caption")
   config = model.config
   side, pixels = config.image_side, config.num_pixels
   batch = tf.shape(caption_ids)[0]
@@ -182,19 +171,33 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
 
   samples = num_samples
   flat = batch * samples
-  annotations = None if annotations is None else tf.repeat(annotations, samples, axis=0)
-  lengths = tf.repeat(caption_len, samples, axis=0)
   uniforms = (seeded_uniforms(flat, pixels, seed if seed is not None else 0)
               if method == "sample" else None)
+  rows = 2 * flat if guidance is not None else flat  # guided: (caption, empty caption) pairs
+  if guidance is None:
+    annotations = None if annotations is None else tf.repeat(annotations, samples, axis=0)
+    lengths = tf.repeat(caption_len, samples, axis=0)
+  else:
+    lengths = tf.repeat(caption_len, samples, axis=0)
+    pair_ids, lengths = with_empty_captions(tf.repeat(caption_ids, samples, axis=0), lengths)
+    annotations = model.encode(pair_ids, lengths)
+  first_of_pair = (lambda x: x[::2]) if guidance is not None else (lambda x: x)
   if (loop or config.pixel_loop) == "fused":
-    ids, log_probs, alpha = model.decode_fused(annotations, lengths, method, uniforms=uniforms,
-                                               temperature=temperature)
+    row_uniforms = (tf.repeat(uniforms, 2, axis=0) if uniforms is not None and guidance is not None
+                    else uniforms)  # the op reads row 2i's uniform for pair i
+    ids, log_probs, alpha = model.decode_fused(annotations, lengths, method,
+                                               uniforms=row_uniforms, temperature=temperature,
+                                               guidance=guidance)
+    ids, log_probs, alpha = first_of_pair(ids), first_of_pair(log_probs), first_of_pair(alpha)
     images = tf.reshape(_images_from_ids(ids, side), [batch, samples, side, side])
     log_prob = tf.reshape(tf.reduce_sum(log_probs, axis=1), [batch, samples])
     return _pack(images, log_prob, alpha if model.conditioning.attends else None,
                  batch, samples, pixels, words)
-  cell, state = model.decoder_initial_state(annotations, lengths, flat, alignment_history=True)
-  if method == "greedy":
+  cell, state = model.decoder_initial_state(annotations, lengths, rows, alignment_history=True)
+  if guidance is not None:
+    sampler = GuidedSampleEmbeddingSampler(model.pixel_input, tf.cast(temperature, tf.float32),
+                                           uniforms, guidance)
+  elif method == "greedy":
     sampler = tfa.seq2seq.GreedyEmbeddingSampler(model.pixel_input)
   else:
     sampler = StatelessSampleEmbeddingSampler(
@@ -202,13 +205,17 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
   decoder = _BasicDecoder(cell, sampler, output_layer=model.output_layer,
                           maximum_iterations=pixels)
   outputs, final_state, _ = decoder(None, initial_state=state,
-                                    start_tokens=tf.fill([flat], START_SYMBOL),
+                                    start_tokens=tf.fill([rows], START_SYMBOL),
                                     end_token=START_SYMBOL)
-  ids = outputs.sample_id
+  ids = first_of_pair(outputs.sample_id)
+  logits = (outputs.rnn_output if guidance is None
+            else guided_logits(outputs.rnn_output, guidance))
   images = tf.reshape(_images_from_ids(ids, side), [batch, samples, side, side])
-  log_prob = tf.reshape(tf.reduce_sum(model.pixel_log_probs(outputs.rnn_output, ids), axis=1),
+  log_prob = tf.reshape(tf.reduce_sum(model.pixel_log_probs(logits, ids), axis=1),
                         [batch, samples])
-  return _pack(images, log_prob, _alignments(final_state, model), batch, samples, pixels, words)
+  attention = _alignments(final_state, model)
+  return _pack(images, log_prob, None if attention is None else first_of_pair(attention),
+               batch, samples, pixels, words)
 
 
 def _pack(images, log_prob, attention, batch, samples, pixels, words):
@@ -222,7 +229,8 @@ def _pack(images, log_prob, attention, batch, samples, pixels, words):
 
 
 def make_generate_fn(model: AlignPixelRNN, method: str, num_samples: int = 1,
-                     beam_width: int = 4, loop: Optional[str] = None):
+                     beam_width: int = 4, loop: Optional[str] = None,
+                     guidance: Optional[float] = None):
   """A tf.function with a fixed signature (one trace per batch size) for a method.
 
   Without autograph: tfa's decoders loop with tf.while_loop and every condition in the model is
@@ -237,5 +245,6 @@ def make_generate_fn(model: AlignPixelRNN, method: str, num_samples: int = 1,
       tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32)])
   def generate_fn(caption_ids, caption_len, temperature, seed):
     return generate(model, caption_ids, caption_len, method, num_samples=num_samples,
-                    temperature=temperature, beam_width=beam_width, seed=seed, loop=loop)
+                    temperature=temperature, beam_width=beam_width, seed=seed, loop=loop,
+                    guidance=guidance)
   return generate_fn

@@ -46,6 +46,17 @@ def tokenize_tf(text):
   return tf.strings.split(tf.strings.strip(text))
 
 
+def empty_captions(like_ids):
+  """The empty caption (<eos> alone) in the shape of a padded id batch [batch, length]: (ids,
+  lengths). What caption dropout trains with and guidance and the caption-normalised score
+  compare against."""
+  import tensorflow as tf
+  batch, length = tf.shape(like_ids)[0], tf.shape(like_ids)[1]
+  ids = tf.one_hot(tf.zeros([batch], tf.int32), length, on_value=EOS_ID, off_value=0,
+                   dtype=like_ids.dtype)
+  return ids, tf.ones([batch], tf.int32)
+
+
 # --- colour words (COCO: the paper removes colour information from captions) ---------------------
 
 BASIC_COLOURS = (

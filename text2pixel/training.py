@@ -706,10 +706,9 @@ def drop_captions(batch: Dict[str, tf.Tensor], rate: float, seed: int, step, rep
       [global_batch or local], seed=tf.stack([tf.constant(seed, tf.int64),
                                               tf.cast(step, tf.int64)]))
   drop = tf.slice(draws, [tf.cast(replica, tf.int32) * local], [local]) < rate
-  empty = tf.one_hot(tf.zeros_like(lengths), tf.shape(ids)[1], on_value=text_lib.EOS_ID,
-                     off_value=0, dtype=ids.dtype)
-  return dict(batch, caption_ids=tf.where(drop[:, None], empty, ids),
-              caption_len=tf.where(drop, tf.ones_like(lengths), lengths))
+  empty_ids, empty_lengths = text_lib.empty_captions(ids)
+  return dict(batch, caption_ids=tf.where(drop[:, None], empty_ids, ids),
+              caption_len=tf.where(drop, tf.cast(empty_lengths, lengths.dtype), lengths))
 
 
 def _minutes(seconds: float) -> str:

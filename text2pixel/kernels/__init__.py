@@ -151,7 +151,7 @@ def pixel_decode(mode: str, tables: tf.Tensor, static_ids: tf.Tensor, lags: tf.T
                  values: Optional[tf.Tensor] = None, memory_mask: Optional[tf.Tensor] = None,
                  attention_kernel: Optional[tf.Tensor] = None,
                  targets: Optional[tf.Tensor] = None, uniforms: Optional[tf.Tensor] = None,
-                 temperature=1.0, num_threads: int = 0):
+                 temperature=1.0, guidance=None, num_threads: int = 0):
   """The pixel loop with eq. 5's output layer inside, no gradient: (pixels [batch, steps] int32,
   log_prob [batch, steps] (log p(x_j | x_<j, y) at temperature 1), alpha [batch, steps, words]).
 
@@ -161,6 +161,8 @@ def pixel_decode(mode: str, tables: tf.Tensor, static_ids: tf.Tensor, lags: tf.T
   tables[static_ids[j, f] + (x_{j - lags[f]} if lags[f] else 0)], x before the image being the
   start symbol (see ``fast_loops.InputTables``). The other arguments are as for
   :func:`pixel_loop`; ``output_kernel`` [attention units (or units without attention), levels].
+  ``guidance`` (greedy and sample): rows are (caption, empty caption) pairs, each pair choosing
+  its pixels from l_empty + guidance (l_caption - l_empty) (classifier-free guidance).
   """
   if mode not in DECODE_MODES:
     raise ValueError(f"unknown decode mode '{mode}'; choose one of {DECODE_MODES}")
@@ -171,7 +173,9 @@ def pixel_decode(mode: str, tables: tf.Tensor, static_ids: tf.Tensor, lags: tf.T
   return ops().text2pixel_pixel_loop_decode(
       tables, static_ids, base, recurrent_kernel, keys, values, memory_mask, attention_kernel,
       lags, output_kernel, output_bias, targets, uniforms,
-      tf.convert_to_tensor(temperature, tf.float32), mode=mode, num_threads=num_threads)
+      tf.convert_to_tensor(temperature, tf.float32),
+      tf.convert_to_tensor(1.0 if guidance is None else guidance, tf.float32), mode=mode,
+      guided=guidance is not None, num_threads=num_threads)
 
 
 tf.no_gradient("Text2pixelPixelLoopDecode")

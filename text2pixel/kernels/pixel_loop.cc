@@ -584,6 +584,11 @@ class PixelLoopBackwardOp : public OpKernel {
 // x_{j - lags[f]} (or the start symbol, the number of levels, before the image): the previous
 // pixel has lag 1, the pixels above lags of about one row. log_prob[b, j] is log p(x_j | x_<j, y)
 // at temperature 1 whatever the mode, as the TensorFlow samplers report it.
+//
+// Guided (classifier-free guidance, attr guided): rows come in pairs (2i: the caption, 2i + 1:
+// the empty caption), both rows of a pair take the pixel chosen from the guided logits
+// l_empty + guidance * (l_caption - l_empty) at row 2i's uniform, and log_prob is under the
+// guided distribution. A pair never straddles two threads.
 
 class PixelLoopDecodeOp : public OpKernel {
  public:
@@ -592,6 +597,9 @@ class PixelLoopDecodeOp : public OpKernel {
     std::string mode;
     OP_REQUIRES_OK(c, c->GetAttr("mode", &mode));
     mode_ = mode == "score" ? kScore : mode == "greedy" ? kGreedy : kSample;
+    OP_REQUIRES_OK(c, c->GetAttr("guided", &guided_));
+    OP_REQUIRES(c, !(guided_ && mode_ == kScore),
+                InvalidArgument("pixel decode: guidance is for greedy or sample mode"));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -619,6 +627,10 @@ class PixelLoopDecodeOp : public OpKernel {
     const Tensor& targets_t = ctx->input(11);
     const Tensor& uniforms_t = ctx->input(12);
     const float temperature = ctx->input(13).scalar<float>()();
+    const float guidance = ctx->input(14).scalar<float>()();
+    const int pair = guided_ ? 2 : 1;  // rows that share one choice of pixel
+    OP_REQUIRES(ctx, B % pair == 0,
+                InvalidArgument("pixel decode: guided rows come in (caption, empty) pairs"));
     if (mode_ == kScore) {
       OP_REQUIRES(ctx, targets_t.dims() == 2 && targets_t.dim_size(0) == B &&
                            targets_t.dim_size(1) == T,
@@ -647,7 +659,8 @@ class PixelLoopDecodeOp : public OpKernel {
     const Loop L(ctx, d);
     const Packed W_out = pack(w_out_t.flat<float>().data(), O, NL);
 
-    parallel_slices(B, thread_count(num_threads_), [&](int b0, int b1) {
+    parallel_slices(B / pair, thread_count(num_threads_), [&](int p0, int p1) {
+      const int b0 = p0 * pair, b1 = p1 * pair;
       Rows w(d, b0, b1 - b0);
       const int R = w.R;
       std::vector<int> ids((size_t)R * F);
@@ -662,16 +675,25 @@ class PixelLoopDecodeOp : public OpKernel {
         input_part(L, w, ids.data(), F);
         pixel_step(L, w);
         gemm(R, w.s.data(), L.S, W_out, logits.data(), NL, false);  // eq. 5: [a_j or h_j] W_out
-        for (int r = 0; r < R; ++r) {
+        for (int r = 0; r < R; r += pair) {
           const size_t at = (size_t)(b0 + r) * T + j;
-          if (A) std::memcpy(ALPHA + at * M, &w.alpha[r * M], M * sizeof(float));
+          if (A)
+            for (int q = 0; q < pair; ++q)
+              std::memcpy(ALPHA + (at + (size_t)q * T) * M, &w.alpha[(r + q) * M],
+                          M * sizeof(float));
           float* l = &logits[(size_t)r * NL];
+          for (int k = 0; k < NL; ++k) l[k] += b_out[k];
+          if (guided_) {
+            const float* empty = &logits[(size_t)(r + 1) * NL];
+            for (int k = 0; k < NL; ++k) {
+              const float u = empty[k] + b_out[k];
+              l[k] = u + guidance * (l[k] - u);
+            }
+          }
           float top = -INFINITY;
           int best = 0;
-          for (int k = 0; k < NL; ++k) {
-            l[k] += b_out[k];
+          for (int k = 0; k < NL; ++k)
             if (l[k] > top) top = l[k], best = k;
-          }
           for (int k = 0; k < NL; ++k) e[k] = l[k] - top;
           exp_inplace(e.data(), NL);
           float total = 0.f;
@@ -698,8 +720,10 @@ class PixelLoopDecodeOp : public OpKernel {
               }
             }
           }
-          PIX[at] = x;
-          LOGP[at] = l[x] - top - log_total;
+          for (int q = 0; q < pair; ++q) {
+            PIX[at + (size_t)q * T] = x;
+            LOGP[at + (size_t)q * T] = l[x] - top - log_total;
+          }
         }
       }
     });
@@ -708,6 +732,7 @@ class PixelLoopDecodeOp : public OpKernel {
  private:
   enum Mode { kScore, kGreedy, kSample };
   Mode mode_;
+  bool guided_;
   int num_threads_;
 };
 
@@ -794,7 +819,9 @@ REGISTER_OP("Text2pixelPixelLoopDecode")
     .Input("targets: int32")
     .Input("uniforms: float")
     .Input("temperature: float")
+    .Input("guidance: float")
     .Attr("mode: {'score', 'greedy', 'sample'}")
+    .Attr("guided: bool = false")
     .Attr("num_threads: int = 0")
     .Output("pixels: int32")
     .Output("log_prob: float")
