@@ -110,6 +110,13 @@ def test_guidance_scale_one_is_sampling_and_others_follow_the_guided_logits(run,
       assert not np.array_equal(guided["images"].numpy(), plain["images"].numpy())
   with pytest.raises(ValueError, match="beam"):
     sampling.generate(model, ids, lengths, "beam", guidance=2.0)
+  # An export samples at its config's guidance: the one it was exported with.
+  guided_config = config.replace(caption_dropout=0.1, guidance=3.0)
+  module = export.ExportModule(model, vocab, guided_config)
+  served = module.sample(tf.constant(CAPTIONS), tf.constant(2), tf.constant(1.0), tf.constant(5))
+  expected = sampling.generate(model, ids, lengths, "sample", num_samples=2, seed=5, loop="graph",
+                               guidance=3.0)
+  np.testing.assert_array_equal(served["images"].numpy(), expected["images"].numpy())
 
 
 @pytest.fixture(scope="module")

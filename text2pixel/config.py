@@ -54,6 +54,10 @@ class Config:
   # its own, so the model also learns p(x | empty): what classifier-free guidance
   # (sampling.generate(guidance=...)) and the caption-normalised retrieval score compare against.
   caption_dropout: float = 0.0
+  # Extension: classifier-free guidance scale of every greedy and ancestral sampler (samples,
+  # the judge, exports): pixel logits l_empty + guidance (l_caption - l_empty). 1 is plain
+  # sampling (the paper); another value needs a model trained with caption_dropout.
+  guidance: float = 1.0
 
   # --- bookkeeping --------------------------------------------------------------------------
   log_every: int = 50
@@ -99,7 +103,8 @@ class Config:
 RESUMABLE_CHANGES = ("train_steps", "max_train_minutes", "log_every", "checkpoint_every",
                      "keep_checkpoints", "eval_every", "eval_batches", "sample_every",
                      "num_sample_captions", "nonfinite", "max_consecutive_nonfinite",
-                     "pixel_loop", "jit_compile", "judge_captions", "judge_samples", "ema_decay")
+                     "pixel_loop", "jit_compile", "judge_captions", "judge_samples", "ema_decay",
+                     "guidance")
 
 
 PRESETS: Dict[str, Config] = {
@@ -162,6 +167,11 @@ def validate(config: Config) -> Config:
   if not 0.0 <= config.caption_dropout < 1.0:
     raise ConfigError(f"caption_dropout must be in [0, 1) (0 turns it off), got "
                       f"{config.caption_dropout}")
+  if config.guidance <= 0:
+    raise ConfigError(f"guidance must be > 0 (1 = plain sampling), got {config.guidance}")
+  if config.guidance != 1.0 and not config.caption_dropout:
+    raise ConfigError("guidance needs a model trained with --caption_dropout > 0: without it the "
+                      "empty caption it compares against was never learnt")
   if config.warmup_steps < 0:
     raise ConfigError(f"warmup_steps must be >= 0 (0: no warm-up), got {config.warmup_steps}")
   if config.judge_captions < 0:

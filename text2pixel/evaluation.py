@@ -168,14 +168,16 @@ def evaluate(generator: Generator, data_dir: str, out_dir: str, num_captions: in
   results["retrieval"] = retrieval(generator, test, num_captions, pool, pairs_per_batch, out_dir,
                                    log)
 
-  log(f"SSIM: {ssim_captions} captions x {ssim_samples} samples at temperature {temperature}")
+  guidance = config.guidance
+  log(f"SSIM: {ssim_captions} captions x {ssim_samples} samples at temperature {temperature}"
+      + (f", classifier-free guidance {guidance:g}" if guidance != 1.0 else ""))
   captions = test["captions"][:ssim_captions]
   samples = samples_for(generator, captions, ssim_samples, temperature, seed, sample_batch, log,
                         "test")
   ssim = metrics.ssim_stats(samples, test["image"][:ssim_captions])
   results["ssim"] = {"mean": ssim.mean, "std": ssim.std, "settings": ssim.settings,
                      "captions": len(captions), "samples_per_caption": ssim_samples,
-                     "temperature": temperature}
+                     "temperature": temperature, "guidance": guidance}
   np.save(os.path.join(out_dir, "ssim_samples.npy"), samples)
 
   if meta.get("dataset") == "mnist_captions" and config.image_side == tfrecords.STORED_SIDE:
@@ -234,7 +236,10 @@ def write_report(results: Dict, out_dir: str, test, samples) -> None:
            f"{results['retrieval']['pool']} test images (its own among them) by exact log p(x|y)",
            f"- SSIM: {results['ssim']['captions']} captions x "
            f"{results['ssim']['samples_per_caption']} samples, temperature "
-           f"{results['ssim']['temperature']}; tf.image.ssim settings "
+           f"{results['ssim']['temperature']}"
+           + (f", classifier-free guidance {results['ssim']['guidance']:g}"
+              if results['ssim'].get('guidance', 1.0) != 1.0 else "")
+           + "; tf.image.ssim settings "
            f"{json.dumps(results['ssim']['settings'])}"]
   if "judge" in results:
     j = results["judge"]

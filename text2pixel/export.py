@@ -99,7 +99,8 @@ class ExportModule(tf.Module):
     ids, lengths, tokens = self.encode(captions)
     out = sampling.generate(self._model_holder.model, ids, lengths, method, num_samples=num_samples,
                             temperature=temperature, beam_width=self.beam_width_value,
-                            seed=seed, loop=GRAPH)
+                            seed=seed, loop=GRAPH,
+                            guidance=None if method == "beam" else self._config.guidance)
     return {**out, "tokens": tokens}
 
   @tf.function(autograph=False, input_signature=[

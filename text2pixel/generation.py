@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -17,12 +17,30 @@ from text2pixel import layout, text as text_lib, tfrecords
 from text2pixel.errors import UsageError
 
 
+def check_guidance(config, method: str, guidance: Optional[float], exported: bool = False) -> None:
+  """A usage error for a guidance scale this model cannot sample at (None: the model's own)."""
+  if guidance is None or guidance == config.guidance:
+    return
+  if exported:
+    raise UsageError(f"this SavedModel samples at the guidance it was exported with "
+                     f"({config.guidance:g}); export again with --guidance {guidance:g}, or "
+                     f"sample from the run (--run_dir)")
+  if guidance <= 0:
+    raise UsageError(f"--guidance must be > 0 (1 = plain sampling), got {guidance:g}")
+  if method == "beam" and guidance != 1.0:
+    raise UsageError("--guidance is for --method sample or greedy, not beam")
+  if guidance != 1.0 and not config.caption_dropout:
+    raise UsageError("--guidance needs a model trained with --caption_dropout > 0 (it compares "
+                     "the caption with the empty caption, which this model never learnt)")
+
+
 class Generator:
   """Base: subclasses provide config, vocab, _generate, score_ids and log_likelihood."""
 
   config = None
   vocab: text_lib.Vocabulary = None
   attends = True
+  exported = False  # a SavedModel: its guidance is fixed at export
 
   @staticmethod
   def open(path: str, beam_width: int = 4) -> "Generator":
@@ -38,14 +56,18 @@ class Generator:
     return tfrecords.pad_ids(ids, self.config.max_caption_len), lengths, words
 
   def generate(self, captions: Sequence[str], method: str, num_samples: int = 1,
-               temperature: float = 1.0, seed: int = 0, warn=None) -> Dict[str, np.ndarray]:
-    """images [B, S, side, side] uint8, log_prob [B, S] nats, attention [B, S, pixels, words]."""
+               temperature: float = 1.0, seed: int = 0, warn=None,
+               guidance: Optional[float] = None) -> Dict[str, np.ndarray]:
+    """images [B, S, side, side] uint8, log_prob [B, S] nats, attention [B, S, pixels, words].
+    ``guidance``: classifier-free guidance scale (default the model's, Config.guidance)."""
     if method == "sample" and temperature <= 0:
       raise UsageError("--temperature must be > 0 (use --method greedy for the argmax)")
     if num_samples < 1:
       raise UsageError("--num_samples must be >= 1")
+    check_guidance(self.config, method, guidance, exported=self.exported)
     ids, lengths, words = self.prepare(captions, warn)
-    out = self._generate(captions, ids, lengths, method, num_samples, temperature, seed)
+    out = self._generate(captions, ids, lengths, method, num_samples, temperature, seed,
+                         guidance)
     out["words"] = words
     return out
 
@@ -89,12 +111,13 @@ class CheckpointGenerator(Generator):
                         autograph=False),
             tf.function(self.model.log_likelihood, input_signature=signature, autograph=False))
 
-  def _generate(self, captions, ids, lengths, method, num_samples, temperature, seed):
+  def _generate(self, captions, ids, lengths, method, num_samples, temperature, seed,
+                guidance=None):
     from text2pixel import sampling
-    key = (method, num_samples)
+    key = (method, num_samples, guidance)
     if key not in self._functions:
       self._functions[key] = sampling.make_generate_fn(self.model, method, num_samples,
-                                                       self.beam_width)
+                                                       self.beam_width, guidance=guidance)
     out = self._functions[key](tf.constant(ids), tf.constant(lengths),
                                tf.constant(float(temperature)), tf.constant(int(seed)))
     return {k: v.numpy() for k, v in out.items()}
@@ -109,6 +132,7 @@ class CheckpointGenerator(Generator):
 
 
 class SavedModelGenerator(Generator):
+  exported = True
 
   def __init__(self, export_dir_or_loaded):
     from text2pixel import export
@@ -117,7 +141,8 @@ class SavedModelGenerator(Generator):
     self.config, self.vocab = self.loaded.config, self.loaded.vocab
     self.attends = self.config.conditioning == "attention"
 
-  def _generate(self, captions, ids, lengths, method, num_samples, temperature, seed):
+  def _generate(self, captions, ids, lengths, method, num_samples, temperature, seed,
+                guidance=None):
     out = self.loaded.generate(captions, method, num_samples, temperature, seed)
     out.pop("tokens", None)
     return out

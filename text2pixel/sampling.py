@@ -134,15 +134,19 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
   "graph" for greedy and ancestral sampling (beam search is always tfa's); default the config's
   ``pixel_loop``. ``guidance`` (greedy and ancestral): classifier-free guidance at that scale
   (GuidedSampleEmbeddingSampler; log_prob is then under the guided distribution, the attention
-  the caption's); None is plain sampling.
+  the caption's); default the config's ``guidance``; 1 is plain sampling. Beam search ignores
+  the config's guidance and refuses another.
   """
   if method not in METHODS:
     raise ValueError(f"unknown sampling method '{method}'; choose one of {METHODS}")
-  if guidance is not None:
-    if method == "beam":
-      raise ValueError("guidance is for greedy and ancestral sampling, not beam search")
-    if not model.conditioning.encodes:
-      raise ValueError("guidance needs a model that reads the caption")
+  if method == "beam" and guidance not in (None, 1.0):
+    raise ValueError("guidance is for greedy and ancestral sampling, not beam search")
+  if guidance is None and method != "beam":
+    guidance = model.config.guidance
+  if guidance == 1.0:
+    guidance = None  # the same distribution without the empty caption's rows
+  if guidance is not None and not model.conditioning.encodes:
+    raise ValueError("guidance needs a model that reads the caption")
   config = model.config
   side, pixels = config.image_side, config.num_pixels
   batch = tf.shape(caption_ids)[0]

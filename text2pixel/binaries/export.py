@@ -16,18 +16,24 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", "workspace/runs/cpu_small", "training run (latest checkpoint)")
 flags.DEFINE_string("export_dir", "workspace/exports/cpu_small", "where the SavedModel goes")
 flags.DEFINE_integer("beam_width", 4, "beam width of the 'beam' signature")
+flags.DEFINE_float("guidance", None, "classifier-free guidance scale of the sample and greedy "
+                   "signatures (default the run's own; 1 = none)")
 
 
 def check_flags():
   require(FLAGS.beam_width >= 1, "--beam_width must be >= 1")
   layout.check_export_replaceable(FLAGS.export_dir)  # before anything is loaded: nothing to lose
-  layout.load_trained_run_config(FLAGS.run_dir)
+  config = layout.load_trained_run_config(FLAGS.run_dir)[0]
+  from text2pixel import generation
+  generation.check_guidance(config, "sample", FLAGS.guidance)
 
 
 def main(argv):
   del argv
   from text2pixel import export, training
   config, vocab, model = training.load_run(FLAGS.run_dir)
+  if FLAGS.guidance is not None:
+    config = config.replace(guidance=FLAGS.guidance)
   path = export.export(model, vocab, config, FLAGS.export_dir, beam_width=FLAGS.beam_width)
   print(f"exported {FLAGS.run_dir} to {path} (signatures: {', '.join(export.SIGNATURES)})")
   return 0

@@ -30,6 +30,8 @@ flags.DEFINE_integer("num_samples", 8, "images per caption (ancestral sampling)"
 flags.DEFINE_float("temperature", 1.0, "softmax temperature for ancestral sampling")
 flags.DEFINE_integer("beam_width", 4, "beams per caption (--method beam; a SavedModel has its own)")
 flags.DEFINE_integer("seed", 0, "sampling seed: the same seed gives the same images")
+flags.DEFINE_float("guidance", None, "classifier-free guidance scale for sample and greedy (1 = "
+                   "none; default the model's own, which an export fixes)")
 flags.DEFINE_integer("scale", 4, "upscaling of the pictures for viewing")
 flags.DEFINE_string("out_dir", "workspace/samples", "where the PNGs go")
 flags.DEFINE_boolean("attention", True, "also write one attention picture per caption")
@@ -70,6 +72,9 @@ def check_flags():
   require(FLAGS.temperature > 0 or FLAGS.method != "sample",
           "--temperature must be > 0 (use --method greedy for the most likely pixels)")
   require(FLAGS.beam_width >= 1, "--beam_width must be >= 1")
+  from text2pixel import generation
+  generation.check_guidance(config, FLAGS.method, FLAGS.guidance,
+                            exported=bool(FLAGS.saved_model))
   require(FLAGS.scale >= 1, "--scale must be >= 1")
   common.check_output_dir(FLAGS.out_dir, "--out_dir", "text2pixel-sample", OUTPUTS)
 
@@ -84,11 +89,15 @@ def main(argv):
     generator = generation.CheckpointGenerator(FLAGS.run_dir, beam_width=FLAGS.beam_width)
   warn = lambda message: print(f"warning: {message}", file=sys.stderr)
   result = generator.generate(captions, FLAGS.method, num_samples=FLAGS.num_samples,
-                              temperature=FLAGS.temperature, seed=FLAGS.seed, warn=warn)
+                              temperature=FLAGS.temperature, seed=FLAGS.seed, warn=warn,
+                              guidance=FLAGS.guidance)
   common.check_output_dir(FLAGS.out_dir, "--out_dir", "text2pixel-sample", OUTPUTS)
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   label = {"sample": f"T={FLAGS.temperature}", "greedy": "greedy",
            "beam": "beams best first"}[FLAGS.method]
+  guidance = generator.config.guidance if FLAGS.guidance is None else FLAGS.guidance
+  if FLAGS.method != "beam" and guidance != 1.0:
+    label += f", guidance {guidance:g}"
   grid = pictures.caption_grid(
       result["images"], [f"{c}  [{label}; mean log p {np.mean(lp):.1f} nats]"
                          for c, lp in zip(captions, result["log_prob"])], scale=FLAGS.scale)
