@@ -27,9 +27,10 @@ def _captions(vocab_size, batch, length, rng):
   return ids, lens
 
 
-@pytest.mark.parametrize("conditioning", ["attention", "mean"])
-def test_pixel_logits_are_causal_and_follow_the_caption(conditioning):
-  config = config_lib.get_preset("tiny").replace(conditioning=conditioning)
+@pytest.mark.parametrize("conditioning,encoder", [("attention", "bilstm"), ("mean", "bilstm"),
+                                                  ("attention", "embedding")])
+def test_pixel_logits_are_causal_and_follow_the_caption(conditioning, encoder):
+  config = config_lib.get_preset("tiny").replace(conditioning=conditioning, encoder=encoder)
   model = model_lib.build(config, vocab_size=20)
   rng = np.random.default_rng(0)
   ids, lens = _captions(20, 2, config.max_caption_len, rng)
@@ -49,11 +50,12 @@ def test_pixel_logits_are_causal_and_follow_the_caption(conditioning):
   assert np.abs(logits(other_ids, images) - base).max() > 1e-4
 
 
-@pytest.mark.parametrize("conditioning", ["attention", "mean", "none"])
-def test_fast_teacher_forcing_equals_the_samplers_cell_step_by_step(conditioning):
+@pytest.mark.parametrize("conditioning,encoder", [("attention", "bilstm"), ("mean", "bilstm"),
+                                                  ("none", "bilstm"), ("attention", "embedding")])
+def test_fast_teacher_forcing_equals_the_samplers_cell_step_by_step(conditioning, encoder):
   """The hoisted input projection and the deferred W_rec gradient compute the same logits and
   the same gradients for every weight as plain autodiff through the samplers' cell."""
-  config = config_lib.get_preset("tiny").replace(conditioning=conditioning)
+  config = config_lib.get_preset("tiny").replace(conditioning=conditioning, encoder=encoder)
   model = model_lib.build(config, vocab_size=20)
   rng = np.random.default_rng(1)
   ids, lens = _captions(20, 3, config.max_caption_len, rng)
@@ -95,8 +97,9 @@ def test_step_counter_counts_past_256_under_bfloat16():
   np.testing.assert_array_equal(step.numpy(), 1024.0)
 
 
-def test_padding_is_never_attended():
-  config = config_lib.get_preset("tiny")
+@pytest.mark.parametrize("encoder", ["bilstm", "embedding"])
+def test_padding_is_never_attended(encoder):
+  config = config_lib.get_preset("tiny").replace(encoder=encoder)
   model = model_lib.build(config, vocab_size=20)
   ids = np.array([[5, 6, 2] + [0] * 13], np.int32)
   images = np.zeros((1, 8, 8), np.uint8)
@@ -107,15 +110,28 @@ def test_padding_is_never_attended():
   np.testing.assert_allclose(after, base, atol=1e-5)
 
 
+def test_the_embedding_encoder_is_each_words_embedding_plus_its_positions():
+  config = config_lib.get_preset("tiny").replace(encoder="embedding")
+  model = model_lib.build(config, vocab_size=20)
+  ids = np.array([[5, 6, 2] + [0] * 13, [7, 2] + [0] * 14], np.int32)
+  annotations = model.encode(tf.constant(ids), tf.constant([3, 2])).numpy()
+  words = model.word_embedding.embeddings.numpy()
+  positions = model.word_position_embedding.embeddings.numpy()
+  assert annotations.shape == (2, 16, model.annotation_dim) == (2, 16, config.word_embedding_dim)
+  np.testing.assert_allclose(annotations, words[ids] + positions[None], rtol=1e-6)
+  assert not hasattr(model, "encoder")  # no LSTM: no word's vector summarises the caption
+
+
 def _trainer(run_dir, data_dir, **changes):
   config = config_lib.get_preset("tiny").replace(**changes)
   return training.Trainer(config, data_dir, run_dir, log=lambda *_: None)
 
 
-@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
-def test_tiny_training_loss_falls(optimizer, mnist_captions_dir, tmp_path):
+@pytest.mark.parametrize("optimizer,encoder", [("rmsprop", "bilstm"), ("adam", "bilstm"),
+                                               ("rmsprop", "embedding")])
+def test_tiny_training_loss_falls(optimizer, encoder, mnist_captions_dir, tmp_path):
   trainer = _trainer(str(tmp_path / "run"), mnist_captions_dir, train_steps=40,
-                     eval_every=1000, sample_every=1000, optimizer=optimizer)
+                     eval_every=1000, sample_every=1000, optimizer=optimizer, encoder=encoder)
   assert type(trainer.optimizer).__name__.lower() == optimizer
   before = trainer.evaluate(4)["bits_per_dim"]
   losses = []

@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional
 from text2pixel.errors import ConfigError
 
 CONDITIONINGS = ("attention", "mean", "none")
+ENCODERS = ("bilstm", "embedding")
 OPTIMIZERS = ("rmsprop", "adam")
 
 
@@ -32,6 +33,11 @@ class Config:
   decoder_units: int = 512        # the pixel LSTM
   attention_units: int = 512      # Luong attention layer size
   conditioning: str = "attention"  # attention | mean (noalign baseline) | none (unconditional)
+  # What the annotation vectors are: "bilstm", the paper's bidirectional LSTM states, or
+  # "embedding" (extension), each word's embedding plus a learned embedding of its position,
+  # so that no word's vector summarises the caption and the attention must find each word's
+  # meaning at the word (experiments/NOTEBOOK.md, "Why samples fail the judge").
+  encoder: str = "bilstm"
   position_embedding_dim: int = 0  # >0: row/column embeddings join the pixel LSTM input (extension)
   above_context: int = 0          # k>0: the k pixels centred above join the input (extension, odd k)
 
@@ -148,6 +154,8 @@ def validate(config: Config) -> Config:
     raise ConfigError("max_caption_len must leave room for at least one word and <eos>")
   if config.conditioning not in CONDITIONINGS:
     raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, got '{config.conditioning}'")
+  if config.encoder not in ENCODERS:
+    raise ConfigError(f"encoder must be one of {ENCODERS}, got '{config.encoder}'")
   if config.optimizer not in OPTIMIZERS:
     raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got '{config.optimizer}'")
   if config.nonfinite not in ("stop", "skip"):

@@ -83,7 +83,7 @@ RUN_INFO = "run.json"
 # The fields that decide the model's weights' shapes: a warm start must match them.
 MODEL_FIELDS = ("image_side", "num_levels", "max_caption_len", "word_embedding_dim",
                 "encoder_units", "pixel_embedding_dim", "decoder_units", "attention_units",
-                "conditioning", "position_embedding_dim", "above_context")
+                "conditioning", "position_embedding_dim", "above_context", "encoder")
 
 
 def read_run_info(run_dir: str) -> Dict:

@@ -275,7 +275,7 @@ class MeanConditioning(Conditioning):
 
   @property
   def context_dim(self) -> int:
-    return 2 * self.model.config.encoder_units
+    return self.model.annotation_dim
 
   def context(self, annotations, caption_len) -> tf.Tensor:
     mask = tf.sequence_mask(caption_len, tf.shape(annotations)[1], dtype=annotations.dtype)
@@ -306,7 +306,7 @@ class AttentionConditioning(Conditioning):
     # a_j = tanh(W_c [h^pix_j ; c^lang_j]), shared by the training and the sampling wrappers.
     model.attention_layer = tf.keras.layers.Dense(c.attention_units, activation="tanh",
                                                   use_bias=False, name="attention_layer")
-    model.attention_layer.build((None, c.decoder_units + 2 * c.encoder_units))  # read as W_c
+    model.attention_layer.build((None, c.decoder_units + model.annotation_dim))  # read as W_c
 
   def set_memory(self, annotations, caption_len) -> None:
     """The annotations the mechanism attends over, in float32 (eqs. 7-9 are float32 always).
@@ -354,9 +354,13 @@ class AlignPixelRNN(tf.keras.Model):
       # Section 4.1: word embedding (512) and a bidirectional LSTM (512 each way).
       self.word_embedding = tf.keras.layers.Embedding(vocab_size, c.word_embedding_dim,
                                                       name="word_embedding")
-      self.encoder = tf.keras.layers.Bidirectional(
-          tf.keras.layers.LSTM(c.encoder_units, return_sequences=True), merge_mode="concat",
-          name="encoder_bilstm")
+      if c.encoder == "bilstm":
+        self.encoder = tf.keras.layers.Bidirectional(
+            tf.keras.layers.LSTM(c.encoder_units, return_sequences=True), merge_mode="concat",
+            name="encoder_bilstm")
+      else:  # "embedding": the word's embedding plus its position's
+        self.word_position_embedding = tf.keras.layers.Embedding(
+            c.max_caption_len, c.word_embedding_dim, name="word_position_embedding")
     # The previous pixel x_{j-1} (eq. 6) enters through an embedding of 256 values + start.
     self.pixel_embedding = tf.keras.layers.Embedding(c.num_levels + 1, c.pixel_embedding_dim,
                                                      name="pixel_embedding")
@@ -372,16 +376,25 @@ class AlignPixelRNN(tf.keras.Model):
     # eq. 5: softmax over the 256 pixel values, computed in float32 under mixed precision.
     self.output_layer = tf.keras.layers.Dense(c.num_levels, dtype="float32", name="pixel_logits")
 
+  @property
+  def annotation_dim(self) -> int:
+    """Width of an annotation vector h^lang_i."""
+    c = self.config
+    return 2 * c.encoder_units if c.encoder == "bilstm" else c.word_embedding_dim
+
   def encode(self, caption_ids: tf.Tensor, caption_len: tf.Tensor) -> Optional[tf.Tensor]:
-    """Annotation vectors h^lang [batch, N, 2 * encoder_units] (section 4.1), or None for a
+    """Annotation vectors h^lang [batch, N, annotation_dim] (section 4.1), or None for a
     model without an encoder.
 
     The mask comes from the caption length, not from pad ids, so whatever follows a caption in
-    its padded row never reaches the backward LSTM.
+    its padded row never reaches the backward LSTM (nor the attention, which masks by length).
     """
     if not self.conditioning.encodes:
       return None
     embedded = self.word_embedding(caption_ids)
+    if self.config.encoder == "embedding":
+      positions = self.word_position_embedding(tf.range(tf.shape(caption_ids)[1]))
+      return embedded + tf.cast(positions, embedded.dtype)[None]
     mask = tf.sequence_mask(caption_len, tf.shape(caption_ids)[1])
     return self.encoder(embedded, mask=mask)
 

@@ -150,10 +150,10 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
   config = model.config
   side, pixels = config.image_side, config.num_pixels
   batch = tf.shape(caption_ids)[0]
-  annotations = model.encode(caption_ids, caption_len)
   words = tf.shape(caption_ids)[1]
 
   if method == "beam":
+    annotations = model.encode(caption_ids, caption_len)
     width = beam_width
     tiled = None if annotations is None else tfa.seq2seq.tile_batch(annotations, width)
     tiled_len = tfa.seq2seq.tile_batch(caption_len, width)
@@ -177,14 +177,12 @@ def generate(model: AlignPixelRNN, caption_ids: tf.Tensor, caption_len: tf.Tenso
   flat = batch * samples
   uniforms = (seeded_uniforms(flat, pixels, seed if seed is not None else 0)
               if method == "sample" else None)
-  rows = 2 * flat if guidance is not None else flat  # guided: (caption, empty caption) pairs
-  if guidance is None:
-    annotations = None if annotations is None else tf.repeat(annotations, samples, axis=0)
-    lengths = tf.repeat(caption_len, samples, axis=0)
-  else:
-    lengths = tf.repeat(caption_len, samples, axis=0)
-    pair_ids, lengths = with_empty_captions(tf.repeat(caption_ids, samples, axis=0), lengths)
-    annotations = model.encode(pair_ids, lengths)
+  row_ids = tf.repeat(caption_ids, samples, axis=0)
+  lengths = tf.repeat(caption_len, samples, axis=0)
+  if guidance is not None:  # each row followed by the empty caption's
+    row_ids, lengths = with_empty_captions(row_ids, lengths)
+  rows = tf.shape(row_ids)[0]
+  annotations = model.encode(row_ids, lengths)
   first_of_pair = (lambda x: x[::2]) if guidance is not None else (lambda x: x)
   if (loop or config.pixel_loop) == "fused":
     row_uniforms = (tf.repeat(uniforms, 2, axis=0) if uniforms is not None and guidance is not None
