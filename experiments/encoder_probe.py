@@ -14,7 +14,6 @@ first place's digit, the annotations are not what keeps pairs from being drawn r
 Writes <out>.json and <out>.md. Needs the encoder only: seconds of CPU.
 """
 
-import json
 import os
 import sys
 
@@ -23,6 +22,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from experiments.runner import write_outputs  # noqa: E402
 
 FLAGS = flags.FLAGS
 RELATIONS = ("left", "right", "top", "bottom")
@@ -87,8 +88,6 @@ def main(argv):
     result["accuracy"][name] = {task: probe_accuracy(features, np.array(targets[task]),
                                                      FLAGS.ridge, FLAGS.folds)
                                 for task in TASKS}
-  with open(FLAGS.out + ".json", "w") as f:
-    json.dump(result, f, indent=1)
   md = [f"# Linear probes of the caption encoder: `{FLAGS.run_dir}`", "",
         f"{len(captions)} two-digit captions (X, Y different), annotation width "
         f"{annotations.shape[-1]}, ridge {FLAGS.ridge}, {FLAGS.folds}-fold cross-validation; "
@@ -96,9 +95,7 @@ def main(argv):
         "| word position | " + " | ".join(TASKS) + " |", "| --- | ---: | ---: | ---: |"]
   for name, row in result["accuracy"].items():
     md.append(f"| {name} | " + " | ".join(f"{100 * row[t]:.0f}%" for t in TASKS) + " |")
-  with open(FLAGS.out + ".md", "w") as f:
-    f.write("\n".join(md) + "\n")
-  print("\n".join(md))
+  write_outputs(FLAGS.out, result, md)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from experiments.judge_breakdown import SPLITS, breakdown  # noqa: E402
+from experiments.judge_breakdown import SPLITS, breakdown, shares  # noqa: E402
 from experiments.learning_curve import model_and_probe  # noqa: E402
+from experiments.runner import write_outputs  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -55,21 +56,12 @@ def main(argv):
       details = judge_lib.judge_details(probe.judge, images, s["relations"], s["digits"])
       table = breakdown(s["relations"], judge_lib.failure_causes(details), details["named"],
                         details["predicted"])
-      pairs = table["by_kind"]["two digits"]
-      row[SPLITS[metric]] = {
-          "judge": float(details["correct"].mean()),
-          "one digit right": table["by_kind"]["one digit"]["right"] /
-                             max(1, table["by_kind"]["one digit"]["samples"]),
-          "two digits right": pairs["right"] / max(1, pairs["samples"]),
-          "second-named digit read right":
-              table["two distinct digits"]["second-named digit read right"]}
+      row[SPLITS[metric]] = {"judge": float(details["correct"].mean()), **shares(table)}
     rows.append(row)
     print(json.dumps(row), flush=True)
 
   result = {"checkpoint": path, "captions_per_split": FLAGS.num_captions,
             "samples_per_caption": FLAGS.num_samples, "seed": FLAGS.seed, "rows": rows}
-  with open(FLAGS.out + ".json", "w") as f:
-    json.dump(result, f, indent=1)
   md = [f"# Classifier-free guidance: `{path}`", "",
         f"{FLAGS.num_captions} captions per split x {FLAGS.num_samples} samples, seed "
         f"{FLAGS.seed}, temperature 1. Command:", "", "    .venv/bin/python " + " ".join(sys.argv),
@@ -80,9 +72,7 @@ def main(argv):
       r = row[split]
       md.append(f"| {row['scale']:g} | {split} | {r['judge']:.1%} | {r['one digit right']:.1%} | "
                 f"{r['two digits right']:.1%} | {r['second-named digit read right']:.1%} |")
-  with open(FLAGS.out + ".md", "w") as f:
-    f.write("\n".join(md) + "\n")
-  print("\n".join(md))
+  write_outputs(FLAGS.out, result, md)
 
 
 if __name__ == "__main__":

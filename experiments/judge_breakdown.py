@@ -13,7 +13,6 @@ each cause, labelled with the judge's verdict).
 """
 
 import collections
-import json
 import os
 import sys
 
@@ -24,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from experiments.learning_curve import model_and_probe  # noqa: E402
+from experiments.runner import write_outputs  # noqa: E402
 
 FLAGS = flags.FLAGS
 SPLITS = {"judge_accuracy": "validation", "judge_accuracy_heldout": "held-out"}
@@ -72,6 +72,16 @@ def breakdown(relations, causes, named, predicted):
           "by_relation": {r: counts(relations == r) for r in mnist_captions.RELATIONS
                           if (relations == r).any()},
           "confusions": dict(confusions.most_common(10))}
+
+
+def shares(table):
+  """A breakdown's headline shares: one-digit captions right, two-digit captions right, and
+  second-named digits read in their place (pairs of different digits)."""
+  kinds = table["by_kind"]
+  right = {kind: kinds[kind]["right"] / max(1, kinds[kind]["samples"]) for kind in kinds}
+  return {"one digit right": right["one digit"], "two digits right": right["two digits"],
+          "second-named digit read right":
+              table["two distinct digits"]["second-named digit read right"]}
 
 
 def table(rows, causes):
@@ -123,9 +133,6 @@ def main(argv):
         verdict = verdict.replace(": \u2713", "").replace("\u2717 ", "")
         labels.append(f"{cause} ({SPLITS[metric]}): {verdict}")
 
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  with open(FLAGS.out + ".json", "w") as f:
-    json.dump(result, f, indent=1)
   causes = list(judge_lib.CAUSES)
   md = [f"# Why samples fail the digit judge: `{path}`", "",
         f"{FLAGS.num_captions} captions per split x {FLAGS.num_samples} samples, seed "
@@ -142,12 +149,9 @@ def main(argv):
                                        for k, v in r["two distinct digits"].items()) + "."]
     md += ["", "Most frequent wrong digits: " +
            (", ".join(f"{k} ({v})" for k, v in r["confusions"].items()) or "none"), ""]
-  with open(FLAGS.out + ".md", "w") as f:
-    f.write("\n".join(md) + "\n")
-  picture = pictures.tile_grid(np.stack(examples), labels, cols=8)
-  pictures.save(picture, FLAGS.out + ".png")
-  print("\n".join(md))
-  print(f"wrote {FLAGS.out}.json, .md and .png")
+  write_outputs(FLAGS.out, result, md)
+  pictures.save(pictures.tile_grid(np.stack(examples), labels, cols=8), FLAGS.out + ".png")
+  print(f"wrote {FLAGS.out}.png")
 
 
 if __name__ == "__main__":

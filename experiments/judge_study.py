@@ -25,6 +25,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.cpu_small_sweep import slug, validation_history  # noqa: E402
+from experiments.judge_breakdown import shares  # noqa: E402
 from experiments.runner import (REPO, check_not_stale, chosen_variants, finished,  # noqa: E402
                                 printable, run, write_result)
 
@@ -150,10 +151,9 @@ def two_digit_cells(breakdown_result):
   """Validation captions of two digits: % judged right, % whose second-named digit is read."""
   if not breakdown_result:
     return ["-", "-"]
-  validation = breakdown_result["validation"]
-  pairs = validation["by_kind"]["two digits"]
-  second = validation["two distinct digits"]["second-named digit read right"]
-  return [f"{100 * pairs['right'] / pairs['samples']:.1f}%", f"{100 * second:.1f}%"]
+  validation = shares(breakdown_result["validation"])
+  return [f"{100 * validation[name]:.1f}%"
+          for name in ("two digits right", "second-named digit read right")]
 
 
 def write_report(rows, commands):

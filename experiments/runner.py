@@ -61,6 +61,18 @@ def chosen_variants(requested, variants, data_dir):
   return names
 
 
+def write_outputs(out, result, lines):
+  """<out>.json (``result``) and <out>.md (markdown ``lines``, also printed) for an experiment
+  whose --out names where its outputs go."""
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out + ".json", "w") as f:
+    json.dump(result, f, indent=1)
+  with open(out + ".md", "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(lines))
+  print(f"wrote {out}.json and {out}.md", flush=True)
+
+
 def write_result(filename, lines):
   """experiments/results/<filename> from markdown lines, echoed to the console."""
   out = os.path.join(REPO, "experiments", "results", filename)
