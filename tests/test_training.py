@@ -412,8 +412,14 @@ def test_a_new_run_starts_from_another_runs_weights_with_a_warm_up(
   for a, b in zip(trainer.model.weights, source.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
   assert all(not np.any(v.numpy()) for v in trainer.optimizer.variables)  # slots and iterations
+  source_checkpoint = tf.train.latest_checkpoint(os.path.join(tiny_run_dir, "checkpoints"))
   assert layout.read_run_info(run_dir) == {"preset": "tiny",
-                                             "init_from": os.path.abspath(tiny_run_dir)}
+                                             "init_from": os.path.abspath(tiny_run_dir),
+                                             "init_checkpoint": os.path.abspath(source_checkpoint)}
+  # ... which is what a learning curve over both runs follows.
+  from experiments.lineage_curve import lineage
+  source_step = int(source_checkpoint.rsplit("-", 1)[1])
+  assert lineage(run_dir) == [(os.path.abspath(tiny_run_dir), 0), (run_dir, source_step)]
   rates, losses = [], []
   for _ in range(4):
     rates.append(trainer.current_learning_rate())

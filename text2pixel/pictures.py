@@ -124,7 +124,9 @@ def to_summary_image(picture: Image.Image) -> np.ndarray:
 
 
 def line_chart(panels: Sequence[dict], width: int = 900, panel_height: int = 220) -> Image.Image:
-  """Stacked line charts, one per panel: {"title", "x_label", "series": {name: (xs, ys)}}.
+  """Stacked line charts, one per panel: {"title", "x_label", "series": {name: (xs, ys)}} and
+  optionally "marks": [(x, label)], grey vertical lines (e.g. where a run was restarted), and
+  "x_range": (lo, hi) to put several panels on one axis.
 
   Enough for a learning curve without a plotting library: linear axes from the data's range, the
   ends of each axis labelled, one colour per series with a legend line.
@@ -144,7 +146,7 @@ def line_chart(panels: Sequence[dict], width: int = 900, panel_height: int = 220
     draw.rectangle([x0, y0, x1, y1], outline=0)
     if not points:
       continue
-    lo_x, hi_x = min(x for x, _ in points), max(x for x, _ in points)
+    lo_x, hi_x = panel.get("x_range") or (min(x for x, _ in points), max(x for x, _ in points))
     lo_y, hi_y = min(y for _, y in points), max(y for _, y in points)
     hi_x, hi_y = (hi_x if hi_x > lo_x else lo_x + 1), (hi_y if hi_y > lo_y else lo_y + 1)
     to_px = lambda x, y: (x0 + (x - lo_x) / (hi_x - lo_x) * (x1 - x0),
@@ -154,6 +156,12 @@ def line_chart(panels: Sequence[dict], width: int = 900, panel_height: int = 220
     draw.text((x0, y1 + 4), f"{lo_x:,.0f}", fill=0, font=_FONT)
     label = f"{hi_x:,.0f}  {panel.get('x_label', '')}"
     draw.text((x1 - 6 * len(label), y1 + 4), label, fill=0, font=_FONT)
+    for x, text in panel.get("marks", ()):
+      if lo_x <= x <= hi_x:
+        px = to_px(x, lo_y)[0]
+        draw.line([px, y0, px, y1], fill=(170, 170, 170), width=1)
+        text_x = px + 3 if px + 3 + 6 * len(text) < x1 else px - 3 - 6 * len(text)
+        draw.text((text_x, y1 - 12), text, fill=(110, 110, 110), font=_FONT)
     for s, (name, (xs, ys)) in enumerate(panel["series"].items()):
       shade = shades[s % len(shades)]
       line = [to_px(x, y) for x, y in zip(xs, ys) if np.isfinite(y)]

@@ -435,6 +435,13 @@ class Trainer:
     restore_model(self.model, source_config, latest)
     if self.average:
       self.average.reset()
+    if self.chief:  # which checkpoint, so that a learning curve can follow the runs' lineage
+      info_path = os.path.join(self.run_dir, layout.RUN_INFO)
+      with open(info_path, encoding="utf-8") as f:
+        info = json.load(f)
+      info["init_checkpoint"] = os.path.abspath(latest)
+      with open(info_path, "w", encoding="utf-8") as f:
+        json.dump(info, f)
     self.log(f"started from the weights of {latest}; optimizer state and data position are new"
              + (f", the learning rate warms up over {self.config.warmup_steps} steps"
                 if self.config.warmup_steps else ""))
