@@ -40,7 +40,7 @@ def main(argv):
   import tensorflow as tf
   from text2pixel import config as config_lib, kernels
   c = config_lib.get_preset(FLAGS.preset)
-  units, attention, dim, words = (c.decoder_units, c.attention_units, 2 * c.encoder_units,
+  units, attention, dim, words = (c.decoder_units, c.attention_units, c.annotation_dim,
                                   c.max_caption_len)
   gates, steps, levels = 4 * units, c.num_pixels, c.num_levels
   rng = np.random.default_rng(0)

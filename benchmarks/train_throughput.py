@@ -104,11 +104,11 @@ def training_flops_per_step(config) -> float:
   attention = c.conditioning == "attention"
   lstm_in = (c.pixel_embedding_dim + 2 * c.position_embedding_dim + c.above_context *
              c.pixel_embedding_dim + (c.attention_units if attention else 0) +
-             (2 * c.encoder_units if c.conditioning == "mean" else 0))
+             (c.annotation_dim if c.conditioning == "mean" else 0))
   per_pixel = 2 * (lstm_in + c.decoder_units) * 4 * c.decoder_units      # LSTM gates
   if attention:
     per_pixel += 2 * c.decoder_units * c.max_caption_len * 2               # scores + context
-    per_pixel += 2 * (c.decoder_units + 2 * c.encoder_units) * c.attention_units  # W_c
+    per_pixel += 2 * (c.decoder_units + c.annotation_dim) * c.attention_units  # W_c
   per_pixel += 2 * (c.attention_units if attention else c.decoder_units) * c.num_levels  # logits
   forward = per_pixel * c.num_pixels * c.batch_size
   return 3.0 * forward

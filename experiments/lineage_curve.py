@@ -43,20 +43,24 @@ def define_flags():
 
 
 def lineage(run_dir):
-  """[(run_dir, start_step)] from the first run to ``run_dir``; start_step is the parent's
-  checkpoint this run started from (0 for the first)."""
-  chain = []
+  """[(run_dir, start_step)] from the first run to ``run_dir`` (absolute paths); start_step is
+  the parent's checkpoint this run started from (0 for the first). A parent that is gone (e.g.
+  the run folder in pretrained/ names a workspace run of another machine) ends the chain there."""
+  from text2pixel import layout
+  chain, run_dir = [], os.path.abspath(run_dir)
   while run_dir:
-    with open(os.path.join(run_dir, "run.json")) as f:
-      info = json.load(f)
-    parent = info.get("init_from")
-    start = 0
+    info = layout.read_run_info(run_dir)
+    parent, start = info.get("init_from"), 0
     if parent:
       if info.get("init_checkpoint"):
-        start = int(re.search(r"ckpt-(\d+)$", info["init_checkpoint"]).group(1))
-      else:
+        start = layout.checkpoint_step(info["init_checkpoint"])
+      elif os.path.exists(os.path.join(parent, "train_result.json")):
         with open(os.path.join(parent, "train_result.json")) as f:
-          start = json.load(f)["step"]
+          start = json.load(f)["step"]  # made before init_checkpoint was recorded: its last step
+      if not os.path.isdir(parent):
+        print(f"note: {run_dir} started from {parent}, which is not here; the curve starts at "
+              f"{run_dir}")
+        parent = None
     chain.append((run_dir, start))
     run_dir = parent
   chain.reverse()
@@ -64,43 +68,56 @@ def lineage(run_dir):
 
 
 def rows_of(chain):
-  """One row per validation of the lineage: cumulative step and hours, run name, TAGS."""
-  rows, step_offset, hours_offset = [], 0, 0.0
+  """(rows, starts): one row per validation of the lineage (cumulative step and hours, run name,
+  TAGS), and each run's (first step, hours there) along the lineage."""
+  rows, starts = [], []
+  step_offset, hours_offset = chain[0][1], 0.0  # a chain cut short starts where its first run did
   for i, (run_dir, _) in enumerate(chain):
-    with open(os.path.join(run_dir, "train_result.json")) as f:
+    path = os.path.join(run_dir, "train_result.json")
+    if not os.path.exists(path):
+      raise app.UsageError(f"{path} is missing (the run was killed before it wrote it); resume "
+                           "the run, or stop it with SIGTERM, and try again")
+    with open(path) as f:
       result = json.load(f)
     hours_per_step = result["minutes"] / 60 / max(result["step"], 1)
+    starts.append((step_offset, hours_offset))
     # The steps of this run that its child (if any) built on.
     last = chain[i + 1][1] if i + 1 < len(chain) else result["step"]
     for step, values in sorted(validation_history(run_dir).items()):
       if step > last:
         continue
-      rows.append({"run": os.path.basename(os.path.normpath(run_dir)), "run_step": step,
+      rows.append({"run": os.path.basename(run_dir), "run_step": step,
                    "step": step_offset + step, "hours": hours_offset + step * hours_per_step,
                    **{tag: values[tag] for tag in TAGS if tag in values}})
     step_offset += last
     hours_offset += last * hours_per_step
-  return rows
+  return rows, starts
+
+
+def parse_measured(items, default_label):
+  """--measured items STEP=VALIDATION/HELDOUT[@LABEL] -> {label: {step: (validation, held-out)}}."""
+  measured = {}
+  for item in items:
+    match = re.fullmatch(r"\s*(\d+)\s*=\s*([0-9.]+)\s*/\s*([0-9.]+)\s*(?:@(.+))?", item)
+    if not match:
+      raise app.UsageError(f"--measured item {item!r} is not STEP=VALIDATION/HELDOUT[@LABEL], "
+                           "e.g. 43362=0.529/0.509@evaluate binary")
+    step, validation, heldout, label = match.groups()
+    if not (0 <= float(validation) <= 1 and 0 <= float(heldout) <= 1):
+      raise app.UsageError(f"--measured item {item!r}: accuracies are fractions in [0, 1]")
+    measured.setdefault(label or default_label, {})[int(step)] = (float(validation),
+                                                                    float(heldout))
+  return measured
 
 
 def main(argv):
   del argv
   from text2pixel import pictures
+  measured = parse_measured(FLAGS.measured, FLAGS.measured_label)
   chain = lineage(FLAGS.run_dir)
-  rows = rows_of(chain)
-  marks, offset = [], 0
-  for run_dir, start in chain:
-    offset += start  # a run's first step, counted along the lineage
-    if start:
-      hours_there = max([r["hours"] for r in rows if r["step"] <= offset], default=0.0)
-      marks.append((offset, f"{os.path.basename(os.path.normpath(run_dir))} ({hours_there:.1f} h)"))
-  measured = {}  # label -> {step: (validation, held-out)}
-  for item in FLAGS.measured:
-    item, _, label = item.partition("@")
-    step, accuracies = item.split("=")
-    validation, heldout = accuracies.split("/")
-    measured.setdefault(label or FLAGS.measured_label, {})[int(step)] = (float(validation),
-                                                                          float(heldout))
+  rows, starts = rows_of(chain)
+  marks = [(step, f"{os.path.basename(run_dir)} ({hours:.1f} h)")
+           for (run_dir, start), (step, hours) in zip(chain, starts) if start]
   series = lambda tag: ([r["step"] for r in rows if tag in r], [r[tag] for r in rows if tag in r])
   judge_series = {"validation captions (in training)": series("judge_accuracy"),
                   "held-out combinations (in training)": series("judge_accuracy_heldout")}
@@ -123,7 +140,8 @@ def main(argv):
   path = pictures.save(picture, FLAGS.out)
   rows_path = os.path.splitext(FLAGS.out)[0] + ".json"
   with open(rows_path, "w") as f:
-    json.dump({"lineage": [{"run_dir": r, "started_at_parent_step": s} for r, s in chain],
+    json.dump({"lineage": [{"run": os.path.basename(r), "started_at_parent_step": s}
+                           for r, s in chain],
                "measured": {label: {str(k): v for k, v in points.items()}
                             for label, points in measured.items()}, "rows": rows}, f, indent=1)
   print(f"wrote {path} and {rows_path}: {len(chain)} runs, {rows[-1]['step'] if rows else 0:,} "

@@ -45,7 +45,8 @@ def main(argv):
   checkpoint = tf.train.Checkpoint(model=model, step=step, train_seconds=seconds)
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(FLAGS.out_dir, "checkpoints"), 1)
   path = manager.save(checkpoint_number=int(step.numpy()))
-  for name in ("config.json", "vocab.json", "train_result.json", "learning_curve.json",
+  # run.json: the preset and where the run started from (experiments/lineage_curve.py)
+  for name in ("config.json", "vocab.json", "run.json", "train_result.json", "learning_curve.json",
                "learning_curve.png"):
     if os.path.exists(os.path.join(FLAGS.run_dir, name)):
       shutil.copy(os.path.join(FLAGS.run_dir, name), os.path.join(FLAGS.out_dir, name))

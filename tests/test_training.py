@@ -418,7 +418,7 @@ def test_a_new_run_starts_from_another_runs_weights_with_a_warm_up(
                                              "init_checkpoint": os.path.abspath(source_checkpoint)}
   # ... which is what a learning curve over both runs follows.
   from experiments.lineage_curve import lineage
-  source_step = int(source_checkpoint.rsplit("-", 1)[1])
+  source_step = layout.checkpoint_step(source_checkpoint)
   assert lineage(run_dir) == [(os.path.abspath(tiny_run_dir), 0), (run_dir, source_step)]
   rates, losses = [], []
   for _ in range(4):

@@ -92,6 +92,11 @@ class Config:
   def num_pixels(self) -> int:
     return self.image_side * self.image_side
 
+  @property
+  def annotation_dim(self) -> int:
+    """Width of an annotation vector h^lang_i: both LSTM directions, or a word's embedding."""
+    return 2 * self.encoder_units if self.encoder == "bilstm" else self.word_embedding_dim
+
   def replace(self, **changes: Any) -> "Config":
     return validate(dataclasses.replace(self, **changes))
 

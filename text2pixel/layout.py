@@ -101,6 +101,22 @@ def read_run_info(run_dir: str) -> Dict:
   return info
 
 
+def write_run_info(run_dir: str, info: Dict) -> None:
+  """Writes run.json atomically (a killed run never leaves half of it behind)."""
+  path = os.path.join(run_dir, RUN_INFO)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(info, f)
+  os.replace(path + ".tmp", path)
+
+
+def checkpoint_step(path: str) -> int:
+  """The step in a checkpoint's name (.../ckpt-1234 -> 1234)."""
+  match = re.search(r"ckpt-(\d+)$", path)
+  if not match:
+    raise ValueError(f"{path} is not a checkpoint path (.../ckpt-N)")
+  return int(match.group(1))
+
+
 def check_run_dir(run_dir: str) -> None:
   """A run directory is new, empty, or a run (config.json): never someone's other folder."""
   if os.path.isfile(run_dir):

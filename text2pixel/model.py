@@ -379,8 +379,7 @@ class AlignPixelRNN(tf.keras.Model):
   @property
   def annotation_dim(self) -> int:
     """Width of an annotation vector h^lang_i."""
-    c = self.config
-    return 2 * c.encoder_units if c.encoder == "bilstm" else c.word_embedding_dim
+    return self.config.annotation_dim
 
   def encode(self, caption_ids: tf.Tensor, caption_len: tf.Tensor) -> Optional[tf.Tensor]:
     """Annotation vectors h^lang [batch, N, annotation_dim] (section 4.1), or None for a

@@ -223,8 +223,8 @@ class Trainer:
     if self.chief:
       config_lib.save(config, os.path.join(run_dir, "config.json"))
       if not os.path.exists(os.path.join(run_dir, layout.RUN_INFO)):
-        with open(os.path.join(run_dir, layout.RUN_INFO), "w", encoding="utf-8") as f:
-          json.dump({"preset": preset, "init_from": init_from and os.path.abspath(init_from)}, f)
+        layout.write_run_info(run_dir, {"preset": preset,
+                                        "init_from": init_from and os.path.abspath(init_from)})
       self.vocab.save(os.path.join(run_dir, "vocab.json"))
     self.init_from = init_from
 
@@ -435,13 +435,12 @@ class Trainer:
     restore_model(self.model, source_config, latest)
     if self.average:
       self.average.reset()
-    if self.chief:  # which checkpoint, so that a learning curve can follow the runs' lineage
-      info_path = os.path.join(self.run_dir, layout.RUN_INFO)
-      with open(info_path, encoding="utf-8") as f:
-        info = json.load(f)
-      info["init_checkpoint"] = os.path.abspath(latest)
-      with open(info_path, "w", encoding="utf-8") as f:
-        json.dump(info, f)
+    if self.chief:  # where from exactly, so that a learning curve can follow the runs' lineage
+      # (init_from too: a first attempt that died before its first checkpoint may have named
+      # another source or none)
+      layout.write_run_info(self.run_dir, {**layout.read_run_info(self.run_dir),
+                                           "init_from": os.path.abspath(source_run),
+                                           "init_checkpoint": os.path.abspath(latest)})
     self.log(f"started from the weights of {latest}; optimizer state and data position are new"
              + (f", the learning rate warms up over {self.config.warmup_steps} steps"
                 if self.config.warmup_steps else ""))
