@@ -19,15 +19,15 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments.runner import (REPO, check_not_stale, chosen_variants, finished,  # noqa: E402
-                                printable, run, write_result)
+from experiments.runner import (PAPER_ENCODER, REPO, check_not_stale,  # noqa: E402
+                                chosen_variants, finished, printable, run, write_result)
 
 # name -> overrides of the cpu_small preset as it was when the sweep ran (BiLSTM encoder).
 VARIANTS = {
-    "batch 32": {"encoder": "bilstm", "batch_size": 32},
-    "batch 64": {"encoder": "bilstm", "batch_size": 64},
-    "batch 16": {"encoder": "bilstm", "batch_size": 16},
-    "batch 32 + mixed_bfloat16": {"encoder": "bilstm", "batch_size": 32,
+    "batch 32": {**PAPER_ENCODER, "batch_size": 32},
+    "batch 64": {**PAPER_ENCODER, "batch_size": 64},
+    "batch 16": {**PAPER_ENCODER, "batch_size": 16},
+    "batch 32 + mixed_bfloat16": {**PAPER_ENCODER, "batch_size": 32,
                                   "mixed_precision": "mixed_bfloat16"},
 }
 

@@ -26,14 +26,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.cpu_small_sweep import slug, validation_history  # noqa: E402
 from experiments.judge_breakdown import shares  # noqa: E402
-from experiments.runner import (REPO, check_not_stale, chosen_variants, finished,  # noqa: E402
-                                printable, run, write_result)
+from experiments.runner import (PAPER_ENCODER, REPO, check_not_stale,  # noqa: E402
+                                chosen_variants, finished, printable, run, write_result)
 
 # What every variant changes from: the cpu_small preset as it was when the study ran, with the
 # paper's BiLSTM encoder (RMSProp 5e-3, batch 16, pixel LSTM 128, attention 64). The study's
 # winner, the embedding encoder, has been the preset's since; pinning the base keeps the runs on
 # disk, their commands and this table the same experiment.
-BASE = {"encoder": "bilstm"}
+BASE = dict(PAPER_ENCODER)
 # name -> overrides of BASE.
 VARIANTS = {
     "cpu_small": {},
@@ -69,8 +69,13 @@ def define_flags():
   flags.DEFINE_boolean("report_only", False, "only rewrite the report from the runs on disk")
 
 
+def model_overrides(name):
+  """What variant ``name`` changes from the cpu_small preset: BASE, then its own fields."""
+  return {**BASE, **VARIANTS[name]}
+
+
 def train_command(name, run_dir):
-  overrides = {**COMMON, **BASE, **VARIANTS[name]}
+  overrides = {**COMMON, **model_overrides(name)}
   overrides["eval_batches"] = max(1, VALIDATION_IMAGES // overrides.get("batch_size", 16))
   cmd = [sys.executable, "-m", "text2pixel.binaries.train", "--preset", "cpu_small",
          "--data_dir", FLAGS.data_dir, "--run_dir", run_dir,
@@ -120,7 +125,7 @@ def main(argv):
   for name in names:
     run_dir = os.path.join(FLAGS.runs_dir, f"{slug(name)}_{FLAGS.minutes:g}min")
     cmd = train_command(name, run_dir)
-    check_not_stale(os.path.join(REPO, run_dir), "cpu_small", {**BASE, **VARIANTS[name]})
+    check_not_stale(os.path.join(REPO, run_dir), "cpu_small", model_overrides(name))
     if FLAGS.report_only or finished(os.path.join(REPO, run_dir), FLAGS.minutes):
       commands.append(printable(cmd))
     else:

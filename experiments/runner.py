@@ -25,10 +25,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name -> config overrides (the paper's alignDRAW vs noalignDRAW comparison). The tables
 # reproduce the paper's models, so every one keeps its BiLSTM encoder at cpu_small scale too
 # (that preset's own encoder is the "embedding" extension).
+PAPER_ENCODER = {"encoder": "bilstm"}
 MODELS = {
-    "alignPixelRNN": {"encoder": "bilstm"},
-    "noalign (mean of encoder states)": {"encoder": "bilstm", "conditioning": "mean"},
-    "unconditional pixel LSTM": {"encoder": "bilstm", "conditioning": "none"},
+    "alignPixelRNN": {**PAPER_ENCODER},
+    "noalign (mean of encoder states)": {**PAPER_ENCODER, "conditioning": "mean"},
+    "unconditional pixel LSTM": {**PAPER_ENCODER, "conditioning": "none"},
 }
 FLAGS = flags.FLAGS
 

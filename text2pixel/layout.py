@@ -41,11 +41,16 @@ def split_files(directory: str, split: str) -> List[str]:
   return files
 
 
+def _write_json_atomically(path: str, data, **dump_args) -> None:
+  """A temp file renamed into place: a killed process never leaves half a file behind."""
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(data, f, **dump_args)
+  os.replace(path + ".tmp", path)
+
+
 def write_metadata(directory: str, metadata: Dict) -> None:
-  tmp = os.path.join(directory, "metadata.json.tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(metadata, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(directory, "metadata.json"))
+  _write_json_atomically(os.path.join(directory, "metadata.json"), metadata, indent=2,
+                         sort_keys=True)
 
 
 def read_metadata(directory: str) -> Dict:
@@ -103,10 +108,7 @@ def read_run_info(run_dir: str) -> Dict:
 
 def write_run_info(run_dir: str, info: Dict) -> None:
   """Writes run.json atomically (a killed run never leaves half of it behind)."""
-  path = os.path.join(run_dir, RUN_INFO)
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(info, f)
-  os.replace(path + ".tmp", path)
+  _write_json_atomically(os.path.join(run_dir, RUN_INFO), info)
 
 
 def checkpoint_step(path: str) -> int:
