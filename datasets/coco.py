@@ -45,7 +45,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from text2pixel import layout, pictures, text as text_lib, tfrecords
+from text2pixel import atomic, layout, pictures, text as text_lib, tfrecords
 
 SIDE = tfrecords.STORED_SIDE
 CAPTIONS_PER_IMAGE = 5
@@ -361,13 +361,6 @@ def plan_shards(out_dir: str, splits: Dict[str, List[ImageEntry]], vocab: text_l
   return tasks
 
 
-def _write_json(path: str, data: Dict) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(data, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
-
-
 def _init_worker() -> None:
   cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
 
@@ -390,7 +383,7 @@ def write_shard_task(task: ShardTask) -> Dict:
             "problems": problems}
   # Report first: a shard file that exists always has its report; a report without its shard
   # (killed in between) is simply redone.
-  _write_json(task.report_path, report)
+  atomic.write_json(task.report_path, report, indent=1, sort_keys=True)
   tfrecords.write_shard(task.path, iter(records))
   report["seconds"] = time.time() - start
   return report

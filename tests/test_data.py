@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from datasets import mnist, mnist_captions
-from text2pixel import layout, text as text_lib, tfrecords
+from text2pixel import atomic, layout, text as text_lib, tfrecords
 
 
 def test_real_mnist_matches_official_md5(mnist_arrays):
@@ -155,6 +155,22 @@ def test_tfrecord_round_trip_and_batching(tmp_path):
   small = tfrecords.load_split(str(tmp_path), "train", image_side=8)
   expected = np.rint(images.reshape(10, 8, 4, 8, 4).mean(axis=(2, 4)))
   np.testing.assert_allclose(small["image"][order], expected, atol=1)
+
+
+def test_a_write_that_fails_half_way_leaves_no_half_file(tmp_path):
+  # What a rerun trusts (a shard, a config, run.json, a cache) is either whole or absent.
+  def records_then_failure():
+    yield tfrecords.make_example(np.zeros((32, 32), np.uint8), [3, 2], "a", "a", "id")
+    raise KeyboardInterrupt
+  shard = str(tmp_path / "train.tfrecord-00000-of-00001")
+  with pytest.raises(KeyboardInterrupt):
+    tfrecords.write_shard(shard, records_then_failure())
+  assert os.listdir(tmp_path) == []
+  path = str(tmp_path / "run.json")
+  atomic.write_json(path, {"step": 1})
+  with pytest.raises(TypeError):  # json.dump has written '{"step": ' when it meets the object
+    atomic.write_json(path, {"step": object()})
+  assert os.listdir(tmp_path) == ["run.json"] and layout.read_run_info(str(tmp_path)) == {"step": 1}
 
 
 def test_corrupt_or_missing_shards_name_the_file(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from text2pixel import config as config_lib, model as model_lib, text as text_lib, training
+from text2pixel import config as config_lib, layout, model as model_lib, text as text_lib, training
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -237,7 +237,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(mnist_captions_dir, tmp_pat
   proc.send_signal(signal.SIGKILL)
   proc.wait(timeout=30)
   latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-  saved_step = int(latest.rsplit("-", 1)[1])
+  saved_step = layout.checkpoint_step(latest)
   assert saved_step >= 15
   saved_weights = _model_weights(latest)
   reader = tf.train.load_checkpoint(latest)
@@ -319,7 +319,7 @@ def test_nonfinite_batches_can_be_skipped_and_counted(mnist_captions_dir, tmp_pa
   assert int(trainer.nonfinite_skipped.numpy()) == sum(naming)
   assert int(trainer.step.numpy()) == 12
   checkpoints = tf.train.get_checkpoint_state(str(tmp_path / "skip" / "checkpoints"))
-  assert [int(p.rsplit("-", 1)[1]) for p in checkpoints.all_model_checkpoint_paths] == [4, 8, 12]
+  assert [layout.checkpoint_step(p) for p in checkpoints.all_model_checkpoint_paths] == [4, 8, 12]
   after = [w.numpy() for w in weights]
   for i in table_index:  # the poisoned row stays NaN (no update reaches it); set it aside
     assert np.isnan(after[i][poisoned]).all()

@@ -42,7 +42,7 @@ def _poisoned_trainer(run_dir, data_dir, config, log=lambda *_: None):
 
 def _checkpoint_steps(run_dir):
   state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))
-  return [int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths] if state else []
+  return [layout.checkpoint_step(p) for p in state.all_model_checkpoint_paths] if state else []
 
 
 # --- --nonfinite=skip ---------------------------------------------------------------------------

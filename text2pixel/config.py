@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Dict, Optional
 
+from text2pixel import atomic
 from text2pixel.errors import ConfigError
 
 CONDITIONINGS = ("attention", "mean", "none")
@@ -251,10 +251,7 @@ def load(path: str) -> Config:
 
 def save(config: Config, path: str) -> None:
   """Writes atomically so an interrupted run never leaves half a config behind."""
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(config.to_json())
-  os.replace(tmp, path)
+  atomic.write_text(path, config.to_json())
 
 
 # --- absl flags ---------------------------------------------------------------------------------

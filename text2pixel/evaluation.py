@@ -21,7 +21,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from text2pixel import layout, metrics, text as text_lib, tfrecords
+from text2pixel import atomic, layout, metrics, text as text_lib, tfrecords
 from text2pixel.generation import Generator
 
 Log = Callable[[str], None]
@@ -99,9 +99,8 @@ def score_matrix(generator: Generator, ids: np.ndarray, lengths: np.ndarray, ima
       scores[start:end, image_start:image_end] = generator.score_ids(
           ids[start:end], lengths[start:end], images[image_start:image_end])
     if cache_path:
-      tmp = cache_path + ".tmp.npz"
-      np.savez(tmp, scores=scores, done_rows=end, key=key)
-      os.replace(tmp, cache_path + ".npz")
+      with atomic.writing(cache_path + ".npz", ".tmp.npz") as temp:  # savez appends .npz
+        np.savez(temp, scores=scores, done_rows=end, key=key)
     progress.update(end, already=done_rows)
   return scores
 
@@ -260,8 +259,8 @@ def write_report(results: Dict, out_dir: str, test, samples) -> None:
   slim = json.loads(json.dumps(results, default=float))
   for name in ("log p(x|y)", "log p(x|y) - log p(x|empty)"):
     slim["retrieval"][name].pop("ranks", None)
-  with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
-    json.dump(slim, f, indent=2, default=float)
-  with open(os.path.join(out_dir, "ranks.json"), "w", encoding="utf-8") as f:
-    json.dump({name: results["retrieval"][name]["ranks"]
-               for name in ("log p(x|y)", "log p(x|y) - log p(x|empty)")}, f)
+  atomic.write_json(os.path.join(out_dir, "ranks.json"),
+                    {name: results["retrieval"][name]["ranks"]
+                     for name in ("log p(x|y)", "log p(x|y) - log p(x|empty)")})
+  # Last: a results.json on disk means the evaluation finished.
+  atomic.write_json(os.path.join(out_dir, "results.json"), slim, indent=2, default=float)

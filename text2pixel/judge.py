@@ -49,6 +49,7 @@ import numpy as np
 from absl import app, flags
 
 from datasets import mnist_captions
+from text2pixel import atomic
 from text2pixel import text as text_lib
 from text2pixel.errors import JudgeError
 from text2pixel.threads import configure_threads
@@ -290,15 +291,12 @@ def load_or_train_judge(cache_dir: str = DEFAULT_CACHE_DIR,
     judge = train_judge(settings, mnist_arrays, log)
     os.makedirs(cache_dir, exist_ok=True)
     # Weights first, JSON last (both atomically): a cache with a JSON is complete.
-    tmp_weights = os.path.join(cache_dir, "judge.tmp.weights.h5")
     # From an uncompiled copy: the trained model's file would also hold Adam's slots (3x size).
     weights_only = build_model()
     weights_only.set_weights(judge.model.get_weights())
-    weights_only.save_weights(tmp_weights)
-    os.replace(tmp_weights, weights_path)
-    with open(info_path + ".tmp", "w", encoding="utf-8") as f:
-      json.dump(judge.info, f, indent=2, sort_keys=True)
-    os.replace(info_path + ".tmp", info_path)
+    with atomic.writing(weights_path, ".tmp.weights.h5") as temp:  # Keras wants the suffix
+      weights_only.save_weights(temp)
+    atomic.write_json(info_path, judge.info, indent=2, sort_keys=True)
     log(f"judge: saved to {cache_dir}")
   if judge.info["test_accuracy"] < min_accuracy:
     raise JudgeError(f"the judge in {cache_dir} reaches {judge.info['test_accuracy']:.4f} on MNIST "

@@ -19,6 +19,7 @@ import os
 import re
 from typing import Dict, List, Optional, Tuple
 
+from text2pixel import atomic
 from text2pixel import config as config_lib
 from text2pixel import text as text_lib
 from text2pixel.config import Config
@@ -41,16 +42,8 @@ def split_files(directory: str, split: str) -> List[str]:
   return files
 
 
-def _write_json_atomically(path: str, data, **dump_args) -> None:
-  """A temp file renamed into place: a killed process never leaves half a file behind."""
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(data, f, **dump_args)
-  os.replace(path + ".tmp", path)
-
-
 def write_metadata(directory: str, metadata: Dict) -> None:
-  _write_json_atomically(os.path.join(directory, "metadata.json"), metadata, indent=2,
-                         sort_keys=True)
+  atomic.write_json(os.path.join(directory, "metadata.json"), metadata, indent=2, sort_keys=True)
 
 
 def read_metadata(directory: str) -> Dict:
@@ -108,7 +101,7 @@ def read_run_info(run_dir: str) -> Dict:
 
 def write_run_info(run_dir: str, info: Dict) -> None:
   """Writes run.json atomically (a killed run never leaves half of it behind)."""
-  _write_json_atomically(os.path.join(run_dir, RUN_INFO), info)
+  atomic.write_json(os.path.join(run_dir, RUN_INFO), info)
 
 
 def checkpoint_step(path: str) -> int:

@@ -9,6 +9,8 @@ from typing import List, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from text2pixel import atomic
+
 _FONT = ImageFont.load_default()
 _LINE_HEIGHT = 12
 
@@ -110,9 +112,8 @@ def _heat(gray: np.ndarray) -> Image.Image:
 
 def save(picture: Image.Image, path: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  picture.save(tmp)
-  os.replace(tmp, path)
+  with atomic.writing(path, ".tmp.png") as temp:  # PIL picks the format by the extension
+    picture.save(temp)
   return path
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import string
 from typing import Dict, Iterable, List, Sequence
 
 from nltk.tokenize import RegexpTokenizer
+
+from text2pixel import atomic
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
@@ -206,10 +207,7 @@ class Vocabulary:
     return " ".join(words)
 
   def save(self, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump({"words": self.words}, f, indent=0)
-    os.replace(tmp, path)
+    atomic.write_json(path, {"words": self.words}, indent=0)
 
   @classmethod
   def load(cls, path: str) -> "Vocabulary":

@@ -20,6 +20,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from text2pixel import atomic
 from text2pixel import text as text_lib
 from text2pixel.errors import DataError
 from text2pixel.layout import split_files
@@ -78,13 +79,11 @@ def shard_paths(directory: str, split: str, num_shards: int) -> List[str]:
 
 def write_shard(path: str, serialized_examples: Iterator[bytes]) -> int:
   """Writes one shard atomically (temp file, then rename): a shard that exists is complete."""
-  tmp = path + ".incomplete"
   count = 0
-  with tf.io.TFRecordWriter(tmp) as writer:
+  with atomic.writing(path, ".incomplete") as temp, tf.io.TFRecordWriter(temp) as writer:
     for record in serialized_examples:
       writer.write(record)
       count += 1
-  os.replace(tmp, path)
   return count
 
 

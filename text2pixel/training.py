@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -25,6 +24,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
+from text2pixel import atomic
 from text2pixel import config as config_lib
 from text2pixel import model as model_lib
 from text2pixel import judge as judge_lib, layout, metrics as metrics_lib, pictures, sampling
@@ -651,8 +651,7 @@ class Trainer:
               **{k: metrics[k] for k in JUDGE_METRICS if k in metrics}}
     self.log(f"stopped at step {step}; checkpoint in {self.manager.directory}")
     if self.chief:
-      with open(os.path.join(self.run_dir, "train_result.json"), "w") as f:
-        json.dump(result, f, indent=2)
+      atomic.write_json(os.path.join(self.run_dir, "train_result.json"), result, indent=2)
     return result
 
   # --- summaries and pictures -----------------------------------------------------------------
