@@ -39,12 +39,12 @@ def printable(cmd):
   return " ".join(shlex.quote(c) for c in cmd).replace(sys.executable, ".venv/bin/python")
 
 
-def run(cmd, log_path=None):
+def run(cmd, log_path=None, cwd=REPO):
   shown = " ".join(shlex.quote(c) for c in cmd)
   print(f"$ {shown}", flush=True)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
   with open(log_path, "a") if log_path else open(os.devnull, "w") as log:
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
       print("   " + line, end="", flush=True)
