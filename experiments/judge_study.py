@@ -196,7 +196,8 @@ def write_report(rows, commands):
     lines.append(f"| {name} | {overrides} | {result['step']:,} | {steps_per_sec:.2f} | "
                  f"{result['validation_bits_per_dim']:.4f} | "
                  f"{result['caption_gain_bits_per_image']:.1f} | {judge_cells} |")
-  lines += ["", "In-training judge (50 x 4 samples per split) and caption gain by step:", ""]
+  lines += ["", "By step: in-training judge (50 x 4 samples per split, validation / held-out), "
+            "caption gain and validation bits/dim:", ""]
   panels = {"judge_accuracy": [], "caption_gain_bits_per_image": []}
   for name, _, result, _, history in rows:
     minutes_per_step = result["minutes"] / max(result["step"], 1)
@@ -204,8 +205,10 @@ def write_report(rows, commands):
       points = [(step, v[tag]) for step, v in sorted(history.items()) if tag in v]
       panels[tag].append((name, [s * minutes_per_step for s, _ in points],
                           [100 * y if tag == "judge_accuracy" else y for _, y in points]))
-    judge_points = ", ".join(f"{s}: {100 * v['judge_accuracy']:.0f}%/"
-                             f"{100 * v.get('judge_accuracy_heldout', float('nan')):.0f}%"
+    judge_points = ", ".join(f"{s}: {100 * v['judge_accuracy']:.1f}%/"
+                             f"{100 * v.get('judge_accuracy_heldout', float('nan')):.1f}% "
+                             f"{v.get('caption_gain_bits_per_image', float('nan')):.1f} bits "
+                             f"{v.get('bits_per_dim', float('nan')):.3f} bpd"
                              for s, v in sorted(history.items()) if "judge_accuracy" in v)
     lines.append(f"- {name}: {judge_points}")
   picture = pictures.line_chart([
