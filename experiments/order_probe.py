@@ -33,6 +33,8 @@ def define_flags():
   flags.DEFINE_list("splits", ["test", "heldout"], "data splits to probe")
   flags.DEFINE_integer("limit", 1000, "examples read per split (about half name two digits)")
   flags.DEFINE_integer("pairs_per_batch", 256, "images scored per step")
+  flags.DEFINE_boolean("raw_weights", False, "the weights as trained, not their moving average "
+                       "(which lags about 1/(1-ema_decay) steps behind)")
   flags.DEFINE_string("out", None, "output path without extension", required=True)
 
 
@@ -56,9 +58,13 @@ def main(argv):
   checkpoints = os.path.join(FLAGS.run_dir, "checkpoints")
   path = (os.path.join(checkpoints, f"ckpt-{FLAGS.step}") if FLAGS.step
           else tf.train.latest_checkpoint(checkpoints))
-  training.restore_model(model, config, path)
+  if FLAGS.raw_weights:
+    training.restore_checked(tf.train.Checkpoint(model=model), path, partial=True)
+  else:
+    training.restore_model(model, config, path)
   digit_id = {d: vocab.words.index(str(d)) for d in range(10)}
-  result = {"checkpoint": path, "step": layout.checkpoint_step(path), "splits": {}}
+  result = {"checkpoint": path, "step": layout.checkpoint_step(path),
+            "weights": "raw" if FLAGS.raw_weights else "average where kept", "splits": {}}
   for split in FLAGS.splits:
     data = tfrecords.load_split(FLAGS.data_dir, split, config.image_side, limit=FLAGS.limit)
     relations = np.array([judge_lib._relation_str(r) for r in data["relation"]])

@@ -170,6 +170,21 @@ def test_caption_dropout_empties_a_keyed_share_of_the_captions():
       np.concatenate([h["caption_len"].numpy() == 1 for h in halves]), dropped)
 
 
+def test_swap_two_words_exchanges_two_different_named_words_only():
+  # word ids 5..7 stand for digit words; 3 and 4 for others; 2 is <eos>, 0 padding.
+  ids = tf.constant([[3, 5, 4, 6, 2, 0],    # two different -> swapped
+                     [3, 6, 4, 6, 2, 0],    # the same word twice -> unchanged
+                     [3, 7, 4, 2, 0, 0],    # one -> unchanged
+                     [5, 6, 7, 2, 0, 0],    # three -> unchanged
+                     [2, 0, 0, 0, 0, 0],    # the empty caption
+                     [7, 3, 3, 3, 5, 2]])   # at the ends
+  swapped, eligible = text_lib.swap_two_words(ids, [5, 6, 7])
+  np.testing.assert_array_equal(eligible.numpy(), [True, False, False, False, False, True])
+  np.testing.assert_array_equal(swapped.numpy(), [[3, 6, 4, 5, 2, 0], [3, 6, 4, 6, 2, 0],
+                                                  [3, 7, 4, 2, 0, 0], [5, 6, 7, 2, 0, 0],
+                                                  [2, 0, 0, 0, 0, 0], [5, 3, 3, 3, 7, 2]])
+
+
 def test_resumed_run_equals_uninterrupted_run(mnist_captions_dir, tmp_path):
   # (With captions dropped: the draw is keyed by the step, so a resumed run drops the same.)
   common = dict(checkpoint_every=10, eval_every=1000, sample_every=1000, log_every=1000,

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from text2pixel import config as config_lib, layout, model as model_lib, tfrecords, training
+from text2pixel import config as config_lib, layout, model as model_lib, text as text_lib
+from text2pixel import tfrecords, training
 from text2pixel.errors import DataError, TrainingError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -295,6 +296,42 @@ def test_the_caption_gain_is_the_log_likelihood_the_true_caption_adds(
     assert abs(expected["caption_gain_bits_per_image"]) > 0.02
 
 
+def test_order_contrast_adds_the_swapped_caption_decision_to_the_likelihood(
+    mnist_captions_dir, tmp_path):
+  """The trainer's objective with order_contrast against model.log_likelihood under the true
+  captions and under the captions with their two digit words swapped (random large weights, so
+  that the two differ): NLL + w softplus(-(log p(x|y) - log p(x|y swapped))) / pixels for captions
+  of two different digits, the NLL alone for the others."""
+  config = _tiny(order_contrast=3.0, **QUIET)
+  trainer = training.Trainer(config, mnist_captions_dir, str(tmp_path / "run"),
+                             log=lambda *_: None)
+  rng = np.random.default_rng(1)
+  for weight in trainer.model.weights:
+    weight.assign(rng.normal(0, 0.3, weight.shape).astype(np.float32))
+  files = trainer.validation_files
+  batch = next(iter(tfrecords.make_dataset(files, 16, config.image_side, config.max_caption_len)))
+  nll, minimised = (t.numpy() for t in trainer.objective(batch))
+  digits = training.digit_word_ids(trainer.vocab)
+  assert len(digits) == 10
+  swapped, eligible = (t.numpy() for t in text_lib.swap_two_words(batch["caption_ids"], digits))
+  assert 0 < eligible.sum() < 16  # the batch has both kinds
+  true_ll = trainer.model.log_likelihood(batch["caption_ids"], batch["caption_len"],
+                                         batch["image"]).numpy()
+  swapped_ll = trainer.model.log_likelihood(tf.constant(swapped), batch["caption_len"],
+                                            batch["image"]).numpy()
+  pixels = config.num_pixels
+  np.testing.assert_allclose(nll, -true_ll / pixels, rtol=1e-5)
+  expected = -true_ll / pixels + np.where(
+      eligible, 3.0 * np.logaddexp(0, -(true_ll - swapped_ll)) / pixels, 0)
+  np.testing.assert_allclose(minimised, expected, rtol=1e-5)
+  assert np.abs(true_ll - swapped_ll)[eligible].max() > 1e-3  # the check is not vacuous
+  trainer.restore()
+  losses = [float(trainer.train_step(trainer.train_iterator)[0]) for _ in range(2)]  # it trains
+  assert all(np.isfinite(losses))
+  with pytest.raises(config_lib.ConfigError, match="order_contrast"):
+    _tiny(order_contrast=-1.0)
+
+
 # --- two replicas -------------------------------------------------------------------------------
 
 MIRRORED_SCRIPT = """
@@ -307,7 +344,8 @@ from text2pixel import config as config_lib, training
 data_dir, out = sys.argv[1], sys.argv[2]
 config = config_lib.get_preset("tiny").replace(train_steps=4, eval_every=100000,
                                                sample_every=100000, log_every=100000,
-                                               ema_decay=0.5, caption_dropout=0.5)
+                                               ema_decay=0.5, caption_dropout=0.5,
+                                               order_contrast=1.0)
 runs = {}
 for strategy in ("mirrored", "default"):
   trainer = training.Trainer(config, data_dir, out + "/" + strategy, strategy,
@@ -327,7 +365,8 @@ print(json.dumps(runs))
 def test_mirrored_training_on_two_cpu_devices_equals_one_device(mnist_captions_dir, tmp_path):
   """--strategy mirrored over two logical CPU devices (each replica half of the global batch):
   4 steps of the real train step give the one-device run's losses, weights and weight average
-  (with half the captions dropped: each replica drops its slice of the one-device draw)."""
+  (with half the captions dropped: each replica drops its slice of the one-device draw; and the
+  swapped-caption term on)."""
   result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, mnist_captions_dir,
                            str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

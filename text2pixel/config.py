@@ -64,6 +64,14 @@ class Config:
   # the judge, exports): pixel logits l_empty + guidance (l_caption - l_empty). 1 is plain
   # sampling (the paper); another value needs a model trained with caption_dropout.
   guidance: float = 1.0
+  # Extension (MNIST-with-captions): weight of a discriminative term added to the likelihood,
+  # -log sigmoid(log p(x | y) - log p(x | y with its two digit words swapped)) per image of two
+  # different digits, in nats per pixel like the loss (so 1 adds one such decision per image).
+  # The likelihood alone is worth about one bit per image for knowing which named digit goes
+  # where, and models trained on it stay at chance (experiments/order_probe.py); this term is
+  # that decision's gradient without the rest of the image's. Each step runs the pixel loop on
+  # the batch twice (true and swapped captions). 0 = off (the paper).
+  order_contrast: float = 0.0
 
   # --- bookkeeping --------------------------------------------------------------------------
   log_every: int = 50
@@ -189,6 +197,8 @@ def validate(config: Config) -> Config:
   if config.guidance != 1.0 and not config.caption_dropout:
     raise ConfigError("guidance needs a model trained with --caption_dropout > 0: without it the "
                       "empty caption it compares against was never learnt")
+  if config.order_contrast < 0:
+    raise ConfigError(f"order_contrast must be >= 0 (0 turns it off), got {config.order_contrast}")
   if config.warmup_steps < 0:
     raise ConfigError(f"warmup_steps must be >= 0 (0: no warm-up), got {config.warmup_steps}")
   if config.judge_captions < 0:

@@ -207,6 +207,11 @@ class Trainer:
     self.stop_requested = False
 
     self.vocab = layout.load_vocabulary(data_dir)
+    self.order_words = digit_word_ids(self.vocab) if config.order_contrast else []
+    if config.order_contrast and len(self.order_words) < 2:
+      raise TrainingError(f"order_contrast swaps the two digit words of a caption; the vocabulary "
+                          f"of {data_dir} has {len(self.order_words)} digit words "
+                          "(it is for MNIST-with-captions)")
     self.train_files = layout.split_files(data_dir, "train")
     self.validation_files = layout.split_files(data_dir, "validation")
     self.dropped_captions = {split: self._check_caption_lengths(split, files)
@@ -321,12 +326,30 @@ class Trainer:
 
     loss_scaled = c.mixed_precision == "mixed_float16"
 
+    order_words = tf.constant(self.order_words, tf.int32)
+
+    def objective(batch):
+      """(per-image NLL in nats per pixel, what training minimises per image): the NLL, plus
+      with order_contrast its term, for which the batch and its copy with swapped digit words
+      go through the model as one batch."""
+      if not c.order_contrast:
+        per_example = per_example_nll(batch, model(batch, training=True))
+        return per_example, per_example
+      swapped_ids, eligible = text_lib.swap_two_words(batch["caption_ids"], order_words)
+      both = {key: tf.concat([value, swapped_ids if key == "caption_ids" else value], axis=0)
+              for key, value in batch.items()}
+      nll, swapped_nll = tf.split(per_example_nll(both, model(both, training=True)), 2)
+      margin = (swapped_nll - nll) * c.num_pixels  # log p(x|y) - log p(x|y swapped), nats
+      contrast = tf.where(eligible, tf.nn.softplus(-margin), tf.zeros_like(margin))
+      return nll, nll + c.order_contrast * contrast / c.num_pixels
+
     def loss_and_gradients(batch):
       with tf.GradientTape() as tape:
-        logits = model(batch, training=True)
-        per_example = per_example_nll(batch, logits)
+        per_example, minimised = objective(batch)
+        # The reported loss stays the likelihood's (bits/dim comparable across variants).
         loss = tf.nn.compute_average_loss(per_example, global_batch_size=c.batch_size)
-        scaled = optimizer.get_scaled_loss(loss) if loss_scaled else loss
+        total = tf.nn.compute_average_loss(minimised, global_batch_size=c.batch_size)
+        scaled = optimizer.get_scaled_loss(total) if loss_scaled else total
       grads = tape.gradient(scaled, model.trainable_variables)
       return loss, optimizer.get_unscaled_gradients(grads) if loss_scaled else grads
 
@@ -387,6 +410,7 @@ class Trainer:
         with self._policy():
           return function(*args)
       return call
+    self.objective = objective  # (eager; what the tests check against the model's likelihood)
     self.train_step = under_policy(train_step)
     self.eval_step = under_policy(eval_step)
 
@@ -697,6 +721,11 @@ class Trainer:
         tf.summary.image(name, image)
     self.writers["train"].flush()
     return path
+
+
+def digit_word_ids(vocab: text_lib.Vocabulary) -> List[int]:
+  """The vocabulary ids of the words "0" ... "9" it holds (what order_contrast swaps)."""
+  return [vocab.words.index(str(d)) for d in range(10) if str(d) in vocab.words]
 
 
 def drop_captions(batch: Dict[str, tf.Tensor], rate: float, seed: int, step, replica=0,
