@@ -12,7 +12,8 @@ evaluate binary then scores both exports the same way (the main job's step 4 siz
 Steps/s, bits/dim and caption gain are what each run's own train_result.json says.
 
 Machines here differ by up to 2x from day to day, so only the two runs of one call compare.
-Resumable: a run whose time bound is used up, an export and an evaluation on disk are reused.
+Resumable: each label's folder is named by its commit; a run whose time bound is used up is
+reopened by the trainer (which stops at once), an export and an evaluation on disk are reused.
 Nothing else should run meanwhile (pause a long training with SIGTERM).
 """
 
@@ -97,13 +98,17 @@ def main(argv):
   os.makedirs(work, exist_ok=True)
   log = os.path.join(work, "log.txt")
   roots = {"before": worktree(FLAGS.before), "after": runner.REPO}
-  paths = {label: {k: os.path.join(work, label, k) for k in ("data", "run", "export", "eval")}
-           for label in LABELS}
-  commits, commands = {}, {}
+  commits = {label: short_commit(roots[label]) for label in LABELS}
+  # One folder per label and commit: a rerun on other code trains anew instead of reporting
+  # an old run under the new commit's name.
+  paths = {label: {k: os.path.join(work, f"{label}_{commits[label]}", k)
+                   for k in ("data", "run", "export", "eval")} for label in LABELS}
+  commands = {}
   for label in LABELS:
-    commits[label] = short_commit(roots[label])
     print(f"== {label}: {commits[label]} ({roots[label]})", flush=True)
-    commands[label] = [f"(cd {roots[label]} && {c})" if label == "before" else c
+    python = os.path.join(runner.REPO, ".venv", "bin", "python")  # the worktree has no .venv
+    commands[label] = [f"(cd {roots[label]} && {c.replace('.venv/bin/python', python, 1)})"
+                       if label == "before" else c
                        for c in train_and_export(roots[label], paths[label], log)]
   rows = {}
   for label in LABELS:

@@ -83,20 +83,22 @@ def main(argv):
             **{r: relations[keep] == r for r in mnist_captions.TWO_DIGIT}}
     result["splits"][split] = {
         name: {"images": int(m.sum()), "true_caption_preferred": float((margin[m] > 0).mean()),
-               "mean_margin_nats": float(margin[m].mean())}
+               "mean_margin_nats": float(margin[m].mean()),
+               "mean_abs_margin_nats": float(np.abs(margin[m]).mean())}
         for name, m in rows.items() if m.any()}
     print(split, result["splits"][split]["all"], flush=True)
   md = [f"# Which digit goes where, by the model's likelihood: `{path}`", "",
-        "Two-digit test images (different digits): share whose true caption scores higher than "
-        "the caption with the two digits swapped, and the mean of log p(x|true) − log p(x|swapped)"
-        " in nats per image (chance: 50%, 0). Command:", "",
+        "Two-digit images (different digits) of each split: share whose true caption scores "
+        "higher than the caption with the two digits swapped, and the mean of log p(x|true) − "
+        "log p(x|swapped) and of its size, in nats per image (a model blind to the order: 50%, "
+        "0). On held-out images the swapped caption is a training combination. Command:", "",
         "    .venv/bin/python " + " ".join(sys.argv), "",
-        "| split | relation | images | true caption preferred | mean margin (nats) |",
-        "| --- | --- | ---: | ---: | ---: |"]
+        "| split | relation | images | true caption preferred | mean margin (nats) | "
+        "mean abs. margin |", "| --- | --- | ---: | ---: | ---: | ---: |"]
   for split, rows in result["splits"].items():
     for name, r in rows.items():
       md.append(f"| {split} | {name} | {r['images']} | {r['true_caption_preferred']:.1%} | "
-                f"{r['mean_margin_nats']:.2f} |")
+                f"{r['mean_margin_nats']:.2f} | {r['mean_abs_margin_nats']:.2f} |")
   write_outputs(FLAGS.out, result, md)
 
 

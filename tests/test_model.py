@@ -177,12 +177,14 @@ def test_swap_two_words_exchanges_two_different_named_words_only():
                      [3, 7, 4, 2, 0, 0],    # one -> unchanged
                      [5, 6, 7, 2, 0, 0],    # three -> unchanged
                      [2, 0, 0, 0, 0, 0],    # the empty caption
-                     [7, 3, 3, 3, 5, 2]])   # at the ends
-  swapped, eligible = text_lib.swap_two_words(ids, [5, 6, 7])
-  np.testing.assert_array_equal(eligible.numpy(), [True, False, False, False, False, True])
+                     [7, 3, 3, 3, 5, 2],    # at the ends
+                     [3, 7, 4, 6, 2, 0]])   # a forbidden pair (given as 6, 7) -> unchanged
+  swapped, eligible = text_lib.swap_two_words(ids, [5, 6, 7], forbidden_pairs=[(6, 7)])
+  np.testing.assert_array_equal(eligible.numpy(), [True, False, False, False, False, True, False])
   np.testing.assert_array_equal(swapped.numpy(), [[3, 6, 4, 5, 2, 0], [3, 6, 4, 6, 2, 0],
                                                   [3, 7, 4, 2, 0, 0], [5, 6, 7, 2, 0, 0],
-                                                  [2, 0, 0, 0, 0, 0], [5, 3, 3, 3, 7, 2]])
+                                                  [2, 0, 0, 0, 0, 0], [5, 3, 3, 3, 7, 2],
+                                                  [3, 7, 4, 6, 2, 0]])
 
 
 def test_resumed_run_equals_uninterrupted_run(mnist_captions_dir, tmp_path):

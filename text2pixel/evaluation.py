@@ -99,7 +99,7 @@ def score_matrix(generator: Generator, ids: np.ndarray, lengths: np.ndarray, ima
       scores[start:end, image_start:image_end] = generator.score_ids(
           ids[start:end], lengths[start:end], images[image_start:image_end])
     if cache_path:
-      with atomic.writing(cache_path + ".npz", ".tmp.npz") as temp:  # savez appends .npz
+      with atomic.writing(cache_path + ".npz", ".tmp.npz") as temp:  # savez adds .npz to a name without it
         np.savez(temp, scores=scores, done_rows=end, key=key)
     progress.update(end, already=done_rows)
   return scores

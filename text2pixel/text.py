@@ -58,10 +58,11 @@ def empty_captions(like_ids):
   return ids, tf.ones([batch], tf.int32)
 
 
-def swap_two_words(ids, word_ids):
+def swap_two_words(ids, word_ids, forbidden_pairs=()):
   """Captions with their two words of ``word_ids`` exchanged ("the digit 3 is on the left of the
   digit 5" -> "... 5 ... 3"): (swapped ids, eligible [batch] bool). A caption is eligible when it
-  holds exactly two such words and they differ; the others come back unchanged."""
+  holds exactly two such words, they differ, and they are not one of ``forbidden_pairs`` (word id
+  pairs, either order); the others come back unchanged."""
   import tensorflow as tf
   word_ids = tf.cast(tf.reshape(word_ids, [1, 1, -1]), ids.dtype)
   is_word = tf.reduce_any(ids[:, :, None] == word_ids, axis=-1)               # [batch, length]
@@ -72,6 +73,8 @@ def swap_two_words(ids, word_ids):
   first_word = tf.gather(ids, first, batch_dims=1)
   last_word = tf.gather(ids, last, batch_dims=1)
   eligible = (tf.reduce_sum(tf.cast(is_word, tf.int32), axis=1) == 2) & (first_word != last_word)
+  for a, b in forbidden_pairs:
+    eligible &= ~(((first_word == a) & (last_word == b)) | ((first_word == b) & (last_word == a)))
   positions = tf.range(length)[None, :]
   swapped = tf.where(positions == first[:, None], last_word[:, None],
                      tf.where(positions == last[:, None], first_word[:, None], ids))

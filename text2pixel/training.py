@@ -207,11 +207,21 @@ class Trainer:
     self.stop_requested = False
 
     self.vocab = layout.load_vocabulary(data_dir)
-    self.order_words = digit_word_ids(self.vocab) if config.order_contrast else []
-    if config.order_contrast and len(self.order_words) < 2:
-      raise TrainingError(f"order_contrast swaps the two digit words of a caption; the vocabulary "
-                          f"of {data_dir} has {len(self.order_words)} digit words "
-                          "(it is for MNIST-with-captions)")
+    self.order_words, self.order_forbidden = [], []
+    if config.order_contrast:
+      metadata = layout.read_metadata(data_dir)
+      if metadata.get("dataset") != "mnist_captions" or config.conditioning == "none":
+        raise TrainingError("order_contrast swaps the two digit words of MNIST-with-captions "
+                            f"captions; not for data set {metadata.get('dataset')!r} or "
+                            f"conditioning={config.conditioning!r}")
+      digit_id = digit_word_ids(self.vocab)
+      self.order_words = list(digit_id.values())
+      # A swapped training caption can be a held-out combination ("3 left of 5" -> "5 left of
+      # 3"): captions naming a held-out pair of digits, in any relation, get no term, so no
+      # held-out caption enters training even as a negative.
+      self.order_forbidden = [(digit_id[d[0]], digit_id[d[1]])
+                              for d in metadata.get("held_out", {}).values()
+                              if len(d) == 2 and d[0] in digit_id and d[1] in digit_id]
     self.train_files = layout.split_files(data_dir, "train")
     self.validation_files = layout.split_files(data_dir, "validation")
     self.dropped_captions = {split: self._check_caption_lengths(split, files)
@@ -335,7 +345,8 @@ class Trainer:
       if not c.order_contrast:
         per_example = per_example_nll(batch, model(batch, training=True))
         return per_example, per_example
-      swapped_ids, eligible = text_lib.swap_two_words(batch["caption_ids"], order_words)
+      swapped_ids, eligible = text_lib.swap_two_words(batch["caption_ids"], order_words,
+                                                      self.order_forbidden)
       both = {key: tf.concat([value, swapped_ids if key == "caption_ids" else value], axis=0)
               for key, value in batch.items()}
       nll, swapped_nll = tf.split(per_example_nll(both, model(both, training=True)), 2)
@@ -723,9 +734,9 @@ class Trainer:
     return path
 
 
-def digit_word_ids(vocab: text_lib.Vocabulary) -> List[int]:
-  """The vocabulary ids of the words "0" ... "9" it holds (what order_contrast swaps)."""
-  return [vocab.words.index(str(d)) for d in range(10) if str(d) in vocab.words]
+def digit_word_ids(vocab: text_lib.Vocabulary) -> Dict[int, int]:
+  """{digit: vocabulary id} of the words "0" ... "9" it holds (what order_contrast swaps)."""
+  return {d: vocab.words.index(str(d)) for d in range(10) if str(d) in vocab.words}
 
 
 def drop_captions(batch: Dict[str, tf.Tensor], rate: float, seed: int, step, replica=0,
