@@ -58,6 +58,15 @@ def worktree(revision: str) -> str:
   return path
 
 
+def commit_label(root: str = REPO) -> str:
+  """The tree's short commit, with "+changes" if tracked files differ from it."""
+  head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], check=True,
+                        capture_output=True, text=True).stdout.strip()
+  dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                         capture_output=True, text=True).stdout.strip()
+  return head + ("+changes" if dirty else "")
+
+
 def compare(script: str, argv, revision: str, rounds: int, key: str, higher_is_better: bool):
   """Runs ``script`` (with ``argv`` minus --compare) on this tree and on ``revision``'s tree,
   alternating for ``rounds`` rounds, and reports each benchmark line's new/old speed ratio."""
@@ -82,11 +91,7 @@ def compare(script: str, argv, revision: str, rounds: int, key: str, higher_is_b
       print(f"round {round_ + 1}, {label}: " + "; ".join(f"{l[key]:.4g}" for l in lines),
             flush=True)
       results[label].append(lines)
-  head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                        capture_output=True, text=True).stdout.strip()
-  dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                         capture_output=True, text=True).stdout.strip()
-  new_label = head + ("+changes" if dirty else "")
+  new_label = commit_label()
   for index, line in enumerate(results["new"][0]):
     new = float(np.median([r[index][key] for r in results["new"]]))
     old = float(np.median([r[index][key] for r in results["old"]]))

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from experiments.judge_breakdown import SPLITS, breakdown, shares  # noqa: E402
-from experiments.learning_curve import model_and_probe  # noqa: E402
+from experiments.learning_curve import checkpoint_path, model_and_probe  # noqa: E402
 from experiments.runner import write_outputs  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -45,7 +45,7 @@ def main(argv):
 
   config, model, probe = model_and_probe(FLAGS.run_dir, FLAGS.data_dir, FLAGS.num_captions,
                                          FLAGS.num_samples, FLAGS.seed)
-  path = os.path.join(FLAGS.run_dir, "checkpoints", f"ckpt-{FLAGS.step}")
+  path = checkpoint_path(FLAGS.run_dir, FLAGS.step)
   training.restore_model(model, config, path)
   rows = []
   for scale in [float(s) for s in FLAGS.scales]:

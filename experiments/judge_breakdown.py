@@ -22,7 +22,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from experiments.learning_curve import model_and_probe  # noqa: E402
+from experiments.learning_curve import checkpoint_path, model_and_probe  # noqa: E402
 from experiments.runner import write_outputs  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -101,14 +101,7 @@ def main(argv):
 
   config, model, probe = model_and_probe(FLAGS.run_dir, FLAGS.data_dir, FLAGS.num_captions,
                                          FLAGS.num_samples, FLAGS.seed, FLAGS.temperature)
-  checkpoints = os.path.join(FLAGS.run_dir, "checkpoints")
-  if FLAGS.step is None:
-    import tensorflow as tf
-    path = tf.train.latest_checkpoint(checkpoints)
-  else:
-    path = os.path.join(checkpoints, f"ckpt-{FLAGS.step}")
-  if path is None or not os.path.exists(path + ".index"):
-    sys.exit(f"no checkpoint {path or 'at all'} in {checkpoints}")
+  path = checkpoint_path(FLAGS.run_dir, FLAGS.step)
   training.restore_model(model, config, path)
   print(f"sampling {probe.num_images} images from {path}", flush=True)
 

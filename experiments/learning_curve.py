@@ -41,6 +41,17 @@ def define_flags():
                       "the picture is drawn for the default only)")
 
 
+def checkpoint_path(run_dir: str, step=None) -> str:
+  """The run's checkpoint ckpt-STEP, or its latest with no step; exits naming what is missing."""
+  from text2pixel import layout
+  checkpoints = os.path.join(run_dir, "checkpoints")
+  path = (layout.latest_checkpoint(checkpoints) if step is None
+          else os.path.join(checkpoints, f"ckpt-{step}"))
+  if path is None or not os.path.exists(path + ".index"):
+    sys.exit(f"no checkpoint {path or 'at all'} in {checkpoints}")
+  return path
+
+
 def model_and_probe(run_dir: str, data_dir: str, num_captions: int, num_samples: int, seed: int,
                     temperature: float = 1.0):
   """(config, a model of the run's config, the trainer's judge probe on that model: fixed

@@ -19,14 +19,13 @@ Nothing else should run meanwhile (pause a long training with SIGTERM).
 
 import json
 import os
-import subprocess
 import sys
 
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import worktree  # noqa: E402
+from benchmarks.common import commit_label, worktree  # noqa: E402
 from experiments import runner  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -44,14 +43,6 @@ def define_flags():
   flags.DEFINE_integer("judge_samples", 10, "SSIM and judge: samples per caption")
   flags.DEFINE_string("out", None, "results path without extension (.md and .json)",
                       required=True)
-
-
-def short_commit(root):
-  out = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], check=True,
-                       capture_output=True, text=True).stdout.strip()
-  dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-                         capture_output=True, text=True).stdout.strip()
-  return out + ("+changes" if dirty else "")
 
 
 def train_and_export(root, paths, log):
@@ -98,7 +89,7 @@ def main(argv):
   os.makedirs(work, exist_ok=True)
   log = os.path.join(work, "log.txt")
   roots = {"before": worktree(FLAGS.before), "after": runner.REPO}
-  commits = {label: short_commit(roots[label]) for label in LABELS}
+  commits = {label: commit_label(roots[label]) for label in LABELS}
   # One folder per label and commit: a rerun on other code trains anew instead of reporting
   # an old run under the new commit's name.
   paths = {label: {k: os.path.join(work, f"{label}_{commits[label]}", k)

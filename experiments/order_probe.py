@@ -20,6 +20,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from experiments.learning_curve import checkpoint_path  # noqa: E402
 from experiments.rerank import log_likelihoods  # noqa: E402
 from experiments.runner import write_outputs  # noqa: E402
 
@@ -55,9 +56,7 @@ def main(argv):
 
   config, vocab, _ = layout.load_run_config(FLAGS.run_dir)
   model = model_lib.build(config, len(vocab))
-  checkpoints = os.path.join(FLAGS.run_dir, "checkpoints")
-  path = (os.path.join(checkpoints, f"ckpt-{FLAGS.step}") if FLAGS.step
-          else tf.train.latest_checkpoint(checkpoints))
+  path = checkpoint_path(FLAGS.run_dir, FLAGS.step)
   if FLAGS.raw_weights:
     training.restore_checked(tf.train.Checkpoint(model=model), path, partial=True)
   else:

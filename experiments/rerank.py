@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from experiments.judge_breakdown import SPLITS  # noqa: E402
-from experiments.learning_curve import model_and_probe  # noqa: E402
+from experiments.learning_curve import checkpoint_path, model_and_probe  # noqa: E402
 from experiments.runner import write_outputs  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -68,9 +68,7 @@ def main(argv):
 
   config, model, probe = model_and_probe(FLAGS.run_dir, FLAGS.data_dir, FLAGS.num_captions,
                                          FLAGS.num_samples, FLAGS.seed)
-  checkpoints = os.path.join(FLAGS.run_dir, "checkpoints")
-  path = (os.path.join(checkpoints, f"ckpt-{FLAGS.step}") if FLAGS.step
-          else tf.train.latest_checkpoint(checkpoints))
+  path = checkpoint_path(FLAGS.run_dir, FLAGS.step)
   training.restore_model(model, config, path)
   guidance = config.guidance if FLAGS.guidance is None else FLAGS.guidance
   sampler = sampling.make_generate_fn(model, "sample", FLAGS.num_samples, guidance=guidance)
