@@ -39,29 +39,20 @@ def define_flags():
   flags.DEFINE_string("out", None, "output path without extension", required=True)
 
 
-def swapped(ids, first, second):
-  """Caption ids with the word ids ``first`` and ``second`` exchanged."""
-  out = ids.copy()
-  out[ids == first], out[ids == second] = second, first
-  return out
-
-
 def main(argv):
   del argv
   from text2pixel.threads import configure_threads
   configure_threads(1, 0)
   import tensorflow as tf
   from datasets import mnist_captions
-  from text2pixel import judge as judge_lib, layout, model as model_lib, tfrecords, training
+  from text2pixel import judge as judge_lib, layout, model as model_lib, text as text_lib
+  from text2pixel import tfrecords, training
 
   config, vocab, _ = layout.load_run_config(FLAGS.run_dir)
   model = model_lib.build(config, len(vocab))
   path = checkpoint_path(FLAGS.run_dir, FLAGS.step)
-  if FLAGS.raw_weights:
-    training.restore_checked(tf.train.Checkpoint(model=model), path, partial=True)
-  else:
-    training.restore_model(model, config, path)
-  digit_id = {d: vocab.words.index(str(d)) for d in range(10)}
+  training.restore_model(model, config, path, average=not FLAGS.raw_weights)
+  digit_ids = list(training.digit_word_ids(vocab).values())
   result = {"checkpoint": path, "step": layout.checkpoint_step(path),
             "weights": "raw" if FLAGS.raw_weights else "average where kept", "splits": {}}
   for split in FLAGS.splits:
@@ -71,9 +62,9 @@ def main(argv):
             if r in mnist_captions.TWO_DIGIT and len(d) == 2 and d[0] != d[1]
             and len(data["caption_ids"][i]) <= config.max_caption_len]
     true_ids = tfrecords.pad_ids([data["caption_ids"][i] for i in keep], config.max_caption_len)
-    swap_ids = np.stack([swapped(true_ids[j], digit_id[int(data["digits"][i][0])],
-                                 digit_id[int(data["digits"][i][1])])
-                         for j, i in enumerate(keep)])
+    swap_ids, eligible = (t.numpy() for t in text_lib.swap_two_words(tf.constant(true_ids),
+                                                                      digit_ids))
+    assert eligible.all()  # each kept caption names two different digits
     lengths = np.array([len(data["caption_ids"][i]) for i in keep], np.int32)
     images = data["image"][keep]
     margin = (log_likelihoods(model, true_ids, lengths, images, FLAGS.pairs_per_batch)

@@ -152,11 +152,11 @@ def checkpoint_has(path: str, key: str) -> bool:
              for name in tf.train.load_checkpoint(path).get_variable_to_shape_map())
 
 
-def restore_model(model, config: Config, path: str) -> None:
+def restore_model(model, config: Config, path: str, average: bool = True) -> None:
   """The model's weights from checkpoint ``path``: its moving average where the run keeps one
-  (what validation, samples and exports show), else the weights as trained."""
+  (what validation, samples and exports show) and ``average``, else the weights as trained."""
   restore_checked(tf.train.Checkpoint(model=model), path, partial=True)
-  if config.ema_decay and checkpoint_has(path, AVERAGE_KEY):
+  if average and config.ema_decay and checkpoint_has(path, AVERAGE_KEY):
     # The checkpoint's averages, listed in the model's own variable order, restore straight
     # into the model's variables.
     tf.train.Checkpoint(**{AVERAGE_KEY: list(model.trainable_variables)}).restore(
