@@ -208,12 +208,13 @@ class Trainer:
 
     self.vocab = layout.load_vocabulary(data_dir)
     self.order_words, self.order_forbidden = [], []
-    if config.order_contrast:
-      metadata = layout.read_metadata(data_dir)
-      if metadata.get("dataset") != "mnist_captions" or config.conditioning == "none":
-        raise TrainingError("order_contrast swaps the two digit words of MNIST-with-captions "
-                            f"captions; not for data set {metadata.get('dataset')!r} or "
-                            f"conditioning={config.conditioning!r}")
+    metadata = layout.read_metadata(data_dir)
+    has_order = metadata.get("dataset") == "mnist_captions" and config.conditioning != "none"
+    if config.order_contrast and not has_order:
+      raise TrainingError("order_contrast swaps the two digit words of MNIST-with-captions "
+                          f"captions; not for data set {metadata.get('dataset')!r} or "
+                          f"conditioning={config.conditioning!r}")
+    if has_order:  # validation reports the order preference; order_contrast trains on it
       digit_id = digit_word_ids(self.vocab)
       self.order_words = list(digit_id.values())
       # A swapped training caption can be a held-out combination ("3 left of 5" -> "5 left of
@@ -406,15 +407,30 @@ class Trainer:
         # The same images under another image's caption (the batch's captions rolled by one):
         # how many nats per pixel the true caption is worth. Computed alike for every model,
         # so that it comes out 0 for one that ignores the caption rather than being set to 0.
-        # Both halves go through the model as one batch of twice the size: the pixel loop's
-        # cost hardly grows with the batch, and it is traced once.
-        both = {key: tf.concat([value, tf.roll(value, 1, axis=0) if key.startswith("caption")
-                                else value], axis=0) for key, value in batch.items()}
-        nll, mismatched_nll = tf.split(per_example_nll(both, model(both, training=False)), 2)
-        return (tf.reduce_sum(nll), tf.reduce_sum(mismatched_nll - nll),
-                tf.cast(tf.shape(batch["image"])[0], tf.float32))
-      total, gain, count = strategy.run(replica, args=(batch,))
-      return tuple(strategy.reduce("sum", x, axis=None) for x in (total, gain, count))
+        # With digit words (MNIST-with-captions), also under the caption with its two digits
+        # swapped: whether the model knows which digit goes where (pairs fail without it). All
+        # copies go through the model as one batch: the pixel loop's cost hardly grows with the
+        # batch, and it is traced once.
+        copies = [batch["caption_ids"], tf.roll(batch["caption_ids"], 1, axis=0)]
+        lengths = [batch["caption_len"], tf.roll(batch["caption_len"], 1, axis=0)]
+        if self.order_words:
+          swapped_ids, eligible = text_lib.swap_two_words(batch["caption_ids"], order_words)
+          copies.append(swapped_ids)
+          lengths.append(batch["caption_len"])
+        every = {key: tf.concat([value] * len(copies), axis=0) for key, value in batch.items()}
+        every.update(caption_ids=tf.concat(copies, 0), caption_len=tf.concat(lengths, 0))
+        nlls = tf.split(per_example_nll(every, model(every, training=False)), len(copies))
+        nll, mismatched_nll = nlls[0], nlls[1]
+        sums = [tf.reduce_sum(nll), tf.reduce_sum(mismatched_nll - nll),
+                tf.cast(tf.shape(batch["image"])[0], tf.float32)]
+        if self.order_words:
+          margin = (nlls[2] - nll) * c.num_pixels  # log p(x|y) - log p(x|y swapped), nats
+          eligible = tf.cast(eligible, tf.float32)
+          sums += [tf.reduce_sum(eligible * tf.cast(margin > 0, tf.float32)),
+                   tf.reduce_sum(eligible * margin), tf.reduce_sum(eligible)]
+        return tuple(sums)
+      sums = strategy.run(replica, args=(batch,))
+      return tuple(strategy.reduce("sum", x, axis=None) for x in sums)
 
     def under_policy(function):  # traced (its layers made) under the run's precision policy
       def call(*args):
@@ -511,20 +527,28 @@ class Trainer:
 
   def _evaluate(self, max_batches: Optional[int]) -> Dict[str, float]:
     ds = self._dataset(self.validation_files, train=False, repeat=max_batches is not None)
-    total = gain = count = 0.0
+    sums = None
     for i, batch in enumerate(tfrecords.iterate(ds, self.validation_files)):
       if max_batches is not None and i >= max_batches:
         break
-      t, g, n = self.eval_step(batch)
-      total, gain, count = total + float(t), gain + float(g), count + float(n)
-    if not count:
+      batch_sums = [float(x) for x in self.eval_step(batch)]
+      sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums)]
+    if not sums or not sums[2]:
       raise TrainingError("the validation split has fewer examples than one batch")
+    total, gain, count = sums[:3]
     nats = total / count
     # In bits per image: a model that draws the named digits knows a few bits more than one
     # that ignores the caption (log2 of 10 per digit); early on this is the first sign of it.
     caption_bits = float(metrics_lib.nats_to_bits(gain / count * self.config.num_pixels))
-    return {"loss": nats, "bits_per_dim": float(metrics_lib.nats_to_bits(nats)),
-            "caption_gain_bits_per_image": caption_bits}
+    metrics = {"loss": nats, "bits_per_dim": float(metrics_lib.nats_to_bits(nats)),
+               "caption_gain_bits_per_image": caption_bits}
+    if len(sums) > 3 and sums[5]:
+      # Share of validation images of two different digits whose true caption scores higher
+      # than the one with the digits swapped (50% = the order is a guess), and the mean margin.
+      preferred, margin, pairs = sums[3:]
+      metrics.update(order_preference=preferred / pairs, order_margin_nats=margin / pairs,
+                     order_pairs=pairs)
+    return metrics
 
   def validate(self, step: int) -> Dict[str, float]:
     """Validation NLL and caption gain, and on the chief the digit judge's accuracy on samples
@@ -533,6 +557,9 @@ class Trainer:
     metrics = self.evaluate(c.eval_batches)
     line = (f"step {step}: validation {metrics['bits_per_dim']:.3f} bits/dim, the caption is "
             f"worth {metrics['caption_gain_bits_per_image']:.1f} bits per image")
+    if "order_preference" in metrics:
+      line += (f", true over digit-swapped caption for {metrics['order_preference']:.1%} of "
+               f"{metrics['order_pairs']:.0f} two-digit images")
     probe = self._judge_probe()
     if probe is not None:
       started = time.time()
