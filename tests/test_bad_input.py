@@ -259,3 +259,15 @@ def test_a_bug_keeps_its_traceback_and_exit_status_1():
   assert "Traceback (most recent call last)" in result.stderr
   assert "ValueError: cannot reshape array of size 3 into shape (2,2)" in result.stderr
   assert "error: cannot reshape" not in result.stderr
+
+
+def test_an_output_folder_a_killed_write_left_behind_is_still_the_binarys(tmp_path):
+  """A kill between an atomic write's start and its rename leaves e.g. results.json.tmp; a rerun
+  into that folder is the binary's own business, while a file of the user's is still refused."""
+  outputs = ("results.json", "samples.png", "scores_*.npz")
+  for name in ("results.json", "results.json.tmp", "samples.png.tmp.png", "scores_3.npz.tmp.npz"):
+    (tmp_path / name).write_text("x")
+  common.check_output_dir(str(tmp_path), "--out_dir", "text2pixel-evaluate", outputs)
+  (tmp_path / "notes.tmp").write_text("mine")
+  with pytest.raises(errors.OutputDirError, match="notes.tmp"):
+    common.check_output_dir(str(tmp_path), "--out_dir", "text2pixel-evaluate", outputs)

@@ -177,7 +177,8 @@ def evaluate(generator: Generator, data_dir: str, out_dir: str, num_captions: in
   results["ssim"] = {"mean": ssim.mean, "std": ssim.std, "settings": ssim.settings,
                      "captions": len(captions), "samples_per_caption": ssim_samples,
                      "temperature": temperature, "guidance": guidance}
-  np.save(os.path.join(out_dir, "ssim_samples.npy"), samples)
+  with atomic.writing(os.path.join(out_dir, "ssim_samples.npy"), ".tmp.npy") as temp:
+    np.save(temp, samples)  # (np.save adds .npy to a name without it)
 
   if meta.get("dataset") == "mnist_captions" and config.image_side == tfrecords.STORED_SIDE:
     results["judge"] = judge_figures(generator, data_dir, test, samples, ssim_captions,
@@ -254,8 +255,7 @@ def write_report(results: Dict, out_dir: str, test, samples) -> None:
   picture = pictures.caption_grid(grid, [f"{c}   (left: data; then samples)"
                                          for c in test["captions"][:shown]], scale=3)
   pictures.save(picture, os.path.join(out_dir, "samples.png"))
-  with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
-    f.write("\n".join(lines))
+  atomic.write_text(os.path.join(out_dir, "results.md"), "\n".join(lines))
   slim = json.loads(json.dumps(results, default=float))
   for name in ("log p(x|y)", "log p(x|y) - log p(x|empty)"):
     slim["retrieval"][name].pop("ranks", None)
