@@ -28,7 +28,8 @@ def _captions(vocab_size, batch, length, rng):
 
 
 @pytest.mark.parametrize("conditioning,encoder", [("attention", "bilstm"), ("mean", "bilstm"),
-                                                  ("attention", "embedding")])
+                                                  ("attention", "embedding"),
+                                                  ("attention", "bilstm_keys")])
 def test_pixel_logits_are_causal_and_follow_the_caption(conditioning, encoder):
   config = config_lib.get_preset("tiny").replace(conditioning=conditioning, encoder=encoder)
   model = model_lib.build(config, vocab_size=20)
@@ -51,7 +52,8 @@ def test_pixel_logits_are_causal_and_follow_the_caption(conditioning, encoder):
 
 
 @pytest.mark.parametrize("conditioning,encoder", [("attention", "bilstm"), ("mean", "bilstm"),
-                                                  ("none", "bilstm"), ("attention", "embedding")])
+                                                  ("none", "bilstm"), ("attention", "embedding"),
+                                                  ("attention", "bilstm_keys")])
 def test_fast_teacher_forcing_equals_the_samplers_cell_step_by_step(conditioning, encoder):
   """The hoisted input projection and the deferred W_rec gradient compute the same logits and
   the same gradients for every weight as plain autodiff through the samplers' cell."""
@@ -97,7 +99,7 @@ def test_step_counter_counts_past_256_under_bfloat16():
   np.testing.assert_array_equal(step.numpy(), 1024.0)
 
 
-@pytest.mark.parametrize("encoder", ["bilstm", "embedding"])
+@pytest.mark.parametrize("encoder", ["bilstm", "embedding", "bilstm_keys"])
 def test_padding_is_never_attended(encoder):
   config = config_lib.get_preset("tiny").replace(encoder=encoder)
   model = model_lib.build(config, vocab_size=20)
@@ -120,6 +122,45 @@ def test_the_embedding_encoder_is_each_words_embedding_plus_its_positions():
   assert annotations.shape == (2, 16, model.annotation_dim) == (2, 16, config.word_embedding_dim)
   np.testing.assert_allclose(annotations, words[ids] + positions[None], rtol=1e-6)
   assert not hasattr(model, "encoder")  # no LSTM: no word's vector summarises the caption
+
+
+def test_bilstm_keys_score_by_the_bilstm_and_bring_the_words():
+  """encoder="bilstm_keys": the attention's keys are W_a applied to the BiLSTM states, its
+  values each word's embedding plus its position's (padding zeroed), so the context c_j is a
+  mix of words, never of caption summaries."""
+  config = config_lib.get_preset("tiny").replace(encoder="bilstm_keys")
+  model = model_lib.build(config, vocab_size=20)
+  ids = np.array([[5, 6, 2] + [0] * 13, [7, 2] + [0] * 14], np.int32)
+  lengths = tf.constant([3, 2])
+  annotations = model.encode(tf.constant(ids), lengths)
+  width = config.word_embedding_dim
+  assert model.annotation_dim == width and annotations.shape == (2, 16, width +
+                                                                  2 * config.encoder_units)
+  words = model.word_embedding.embeddings.numpy()[ids] + \
+      model.word_position_embedding.embeddings.numpy()[None]
+  states = model.encoder(model.word_embedding(ids), mask=tf.sequence_mask(lengths, 16)).numpy()
+  np.testing.assert_allclose(annotations[..., :width], words, rtol=1e-6)
+  np.testing.assert_allclose(annotations[..., width:], states, rtol=1e-6)
+  model.conditioning.set_memory(annotations, lengths)
+  mechanism = model.attention_mechanism
+  real = np.arange(16)[None] < np.array([3, 2])[:, None]
+  np.testing.assert_allclose(mechanism.values.numpy(), words * real[..., None], rtol=1e-6)
+  np.testing.assert_allclose(mechanism.keys.numpy(),
+                             (states * real[..., None]) @ mechanism.memory_layer.kernel.numpy(),
+                             rtol=1e-5, atol=1e-6)
+  with pytest.raises(config_lib.ConfigError, match="bilstm_keys"):
+    config.replace(conditioning="mean")
+  # Every sampler splits the memory alike: the log-probability each reports for its images is
+  # the teacher-forced one (the fused decoder for greedy and ancestral, tfa's for beam search).
+  from text2pixel import sampling
+  for method in sampling.METHODS:
+    out = sampling.make_generate_fn(model, method, num_samples=2, beam_width=2)(
+        tf.constant(ids), lengths, tf.constant(1.0), tf.constant(3))
+    images = out["images"].numpy().reshape(-1, 8, 8)
+    scored = model.log_likelihood(tf.repeat(ids, 2, 0), tf.repeat(lengths, 2, 0),
+                                  tf.constant(images)).numpy()
+    np.testing.assert_allclose(out["log_prob"].numpy().ravel(), scored, rtol=1e-4, atol=1e-2,
+                               err_msg=method)
 
 
 def _trainer(run_dir, data_dir, **changes):

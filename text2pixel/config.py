@@ -15,7 +15,7 @@ from text2pixel import atomic
 from text2pixel.errors import ConfigError
 
 CONDITIONINGS = ("attention", "mean", "none")
-ENCODERS = ("bilstm", "embedding")
+ENCODERS = ("bilstm", "embedding", "bilstm_keys")
 OPTIMIZERS = ("rmsprop", "adam")
 
 
@@ -36,7 +36,12 @@ class Config:
   # What the annotation vectors are: "bilstm", the paper's bidirectional LSTM states, or
   # "embedding" (extension), each word's embedding plus a learned embedding of its position,
   # so that no word's vector summarises the caption and the attention must find each word's
-  # meaning at the word (experiments/NOTEBOOK.md, "Why samples fail the judge").
+  # meaning at the word (experiments/NOTEBOOK.md, "Why samples fail the judge"); or
+  # "bilstm_keys" (extension, attention only): the attention's keys from the BiLSTM, which sees
+  # the whole caption and so can say which place a word's digit takes, and its values (what
+  # reaches the pixels) the words' embeddings plus position, so that attending to one digit
+  # word brings that digit alone, never a summary of the caption (NOTEBOOK, "Keys from the
+  # BiLSTM, values from the words").
   encoder: str = "bilstm"
   position_embedding_dim: int = 0  # >0: row/column embeddings join the pixel LSTM input (extension)
   above_context: int = 0          # k>0: the k pixels centred above join the input (extension, odd k)
@@ -102,7 +107,9 @@ class Config:
 
   @property
   def annotation_dim(self) -> int:
-    """Width of an annotation vector h^lang_i: both LSTM directions, or a word's embedding."""
+    """Width of an annotation vector h^lang_i, what the attention's context c^lang_j is made of:
+    both LSTM directions, or a word's embedding (with "bilstm_keys" the encoder's output is
+    wider: the key features follow; see AlignPixelRNN.encode)."""
     return 2 * self.encoder_units if self.encoder == "bilstm" else self.word_embedding_dim
 
   def replace(self, **changes: Any) -> "Config":
@@ -173,6 +180,9 @@ def validate(config: Config) -> Config:
     raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, got '{config.conditioning}'")
   if config.encoder not in ENCODERS:
     raise ConfigError(f"encoder must be one of {ENCODERS}, got '{config.encoder}'")
+  if config.encoder == "bilstm_keys" and config.conditioning != "attention":
+    raise ConfigError("encoder 'bilstm_keys' splits the attention's keys from its values: it "
+                      f"needs conditioning='attention', got '{config.conditioning}'")
   if config.optimizer not in OPTIMIZERS:
     raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got '{config.optimizer}'")
   if config.nonfinite not in ("stop", "skip"):

@@ -312,9 +312,17 @@ class AttentionConditioning(Conditioning):
     """The annotations the mechanism attends over, in float32 (eqs. 7-9 are float32 always).
 
     The memory's sequence length masks padding so it is never attended (eq. 8 over real words).
+    With encoder "bilstm_keys" the keys W_a h_i of eq. 9 are made from the BiLSTM part of each
+    row and the values (eq. 7's h^lang_i) are its word part, masked as tfa masks the memory.
     """
-    self.model.attention_mechanism.setup_memory(tf.cast(annotations, tf.float32),
-                                                memory_sequence_length=caption_len)
+    mechanism, memory = self.model.attention_mechanism, tf.cast(annotations, tf.float32)
+    if self.model.config.encoder != "bilstm_keys":
+      mechanism.setup_memory(memory, memory_sequence_length=caption_len)
+      return
+    width = self.model.annotation_dim
+    mechanism.setup_memory(memory[..., width:], memory_sequence_length=caption_len)
+    mask = tf.sequence_mask(caption_len, tf.shape(memory)[1], dtype=tf.float32)
+    mechanism.values = memory[..., :width] * mask[..., None]
 
   def decoder_cell(self, alignment_history: bool = False) -> tf.keras.layers.Layer:
     if alignment_history not in self._wrappers:
@@ -354,11 +362,11 @@ class AlignPixelRNN(tf.keras.Model):
       # Section 4.1: word embedding (512) and a bidirectional LSTM (512 each way).
       self.word_embedding = tf.keras.layers.Embedding(vocab_size, c.word_embedding_dim,
                                                       name="word_embedding")
-      if c.encoder == "bilstm":
+      if c.encoder in ("bilstm", "bilstm_keys"):
         self.encoder = tf.keras.layers.Bidirectional(
             tf.keras.layers.LSTM(c.encoder_units, return_sequences=True), merge_mode="concat",
             name="encoder_bilstm")
-      else:  # "embedding": the word's embedding plus its position's
+      if c.encoder in ("embedding", "bilstm_keys"):  # the word's embedding plus its position's
         self.word_position_embedding = tf.keras.layers.Embedding(
             c.max_caption_len, c.word_embedding_dim, name="word_position_embedding")
     # The previous pixel x_{j-1} (eq. 6) enters through an embedding of 256 values + start.
@@ -387,15 +395,20 @@ class AlignPixelRNN(tf.keras.Model):
 
     The mask comes from the caption length, not from pad ids, so whatever follows a caption in
     its padded row never reaches the backward LSTM (nor the attention, which masks by length).
+    With encoder "bilstm_keys" each row is [word embedding + position ; BiLSTM state]: the
+    attention's values, then what its keys are made from (AttentionConditioning.set_memory).
     """
     if not self.conditioning.encodes:
       return None
     embedded = self.word_embedding(caption_ids)
-    if self.config.encoder == "embedding":
-      positions = self.word_position_embedding(tf.range(tf.shape(caption_ids)[1]))
-      return embedded + tf.cast(positions, embedded.dtype)[None]
     mask = tf.sequence_mask(caption_len, tf.shape(caption_ids)[1])
-    return self.encoder(embedded, mask=mask)
+    if self.config.encoder == "bilstm":
+      return self.encoder(embedded, mask=mask)
+    positions = self.word_position_embedding(tf.range(tf.shape(caption_ids)[1]))
+    words = embedded + tf.cast(positions, embedded.dtype)[None]
+    if self.config.encoder == "embedding":
+      return words
+    return tf.concat([words, tf.cast(self.encoder(embedded, mask=mask), words.dtype)], -1)
 
   def decoder_initial_state(self, annotations: Optional[tf.Tensor], caption_len: tf.Tensor,
                             batch_size, alignment_history: bool = False):
