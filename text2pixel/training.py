@@ -13,6 +13,7 @@ A run directory holds everything a run needs to be continued, reloaded or export
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -335,6 +336,16 @@ class Trainer:
     def per_example_nll(batch, logits):
       return model_lib.sequence_loss(logits, batch["image"], c.num_pixels, per_image=True)
 
+    def nll_under_captions(batch, captions, training):
+      """Per-image NLL of the batch's images under each (caption_ids, caption_len) of
+      ``captions``: all copies go through the model as one batch (the pixel loop's cost hardly
+      grows with the batch, and it is traced once)."""
+      every = {key: tf.concat([value] * len(captions), axis=0) for key, value in batch.items()
+               if not key.startswith("caption")}
+      every.update(caption_ids=tf.concat([ids for ids, _ in captions], 0),
+                   caption_len=tf.concat([lengths for _, lengths in captions], 0))
+      return tf.split(per_example_nll(every, model(every, training=training)), len(captions))
+
     loss_scaled = c.mixed_precision == "mixed_float16"
 
     order_words = tf.constant(self.order_words, tf.int32)
@@ -348,9 +359,9 @@ class Trainer:
         return per_example, per_example
       swapped_ids, eligible = text_lib.swap_two_words(batch["caption_ids"], order_words,
                                                       self.order_forbidden)
-      both = {key: tf.concat([value, swapped_ids if key == "caption_ids" else value], axis=0)
-              for key, value in batch.items()}
-      nll, swapped_nll = tf.split(per_example_nll(both, model(both, training=True)), 2)
+      nll, swapped_nll = nll_under_captions(
+          batch, [(batch["caption_ids"], batch["caption_len"]),
+                  (swapped_ids, batch["caption_len"])], training=True)
       margin = (swapped_nll - nll) * c.num_pixels  # log p(x|y) - log p(x|y swapped), nats
       contrast = tf.where(eligible, tf.nn.softplus(-margin), tf.zeros_like(margin))
       return nll, nll + c.order_contrast * contrast / c.num_pixels
@@ -408,29 +419,24 @@ class Trainer:
         # how many nats per pixel the true caption is worth. Computed alike for every model,
         # so that it comes out 0 for one that ignores the caption rather than being set to 0.
         # With digit words (MNIST-with-captions), also under the caption with its two digits
-        # swapped: whether the model knows which digit goes where (pairs fail without it). All
-        # copies go through the model as one batch: the pixel loop's cost hardly grows with the
-        # batch, and it is traced once.
-        copies = [batch["caption_ids"], tf.roll(batch["caption_ids"], 1, axis=0)]
-        lengths = [batch["caption_len"], tf.roll(batch["caption_len"], 1, axis=0)]
+        # swapped: whether the model knows which digit goes where (pairs fail without it).
+        ids, lengths = batch["caption_ids"], batch["caption_len"]
+        captions = [(ids, lengths), (tf.roll(ids, 1, axis=0), tf.roll(lengths, 1, axis=0))]
         if self.order_words:
-          swapped_ids, eligible = text_lib.swap_two_words(batch["caption_ids"], order_words)
-          copies.append(swapped_ids)
-          lengths.append(batch["caption_len"])
-        every = {key: tf.concat([value] * len(copies), axis=0) for key, value in batch.items()}
-        every.update(caption_ids=tf.concat(copies, 0), caption_len=tf.concat(lengths, 0))
-        nlls = tf.split(per_example_nll(every, model(every, training=False)), len(copies))
-        nll, mismatched_nll = nlls[0], nlls[1]
-        sums = [tf.reduce_sum(nll), tf.reduce_sum(mismatched_nll - nll),
-                tf.cast(tf.shape(batch["image"])[0], tf.float32)]
+          swapped_ids, eligible = text_lib.swap_two_words(ids, order_words)
+          captions.append((swapped_ids, lengths))
+        nlls = nll_under_captions(batch, captions, training=False)
+        sums = {"nll": tf.reduce_sum(nlls[0]), "gain": tf.reduce_sum(nlls[1] - nlls[0]),
+                "count": tf.cast(tf.shape(batch["image"])[0], tf.float32)}
         if self.order_words:
-          margin = (nlls[2] - nll) * c.num_pixels  # log p(x|y) - log p(x|y swapped), nats
+          margin = (nlls[2] - nlls[0]) * c.num_pixels  # log p(x|y) - log p(x|y swapped), nats
           eligible = tf.cast(eligible, tf.float32)
-          sums += [tf.reduce_sum(eligible * tf.cast(margin > 0, tf.float32)),
-                   tf.reduce_sum(eligible * margin), tf.reduce_sum(eligible)]
-        return tuple(sums)
+          sums.update(order_preferred=tf.reduce_sum(eligible * tf.cast(margin > 0, tf.float32)),
+                      order_margin=tf.reduce_sum(eligible * margin),
+                      order_pairs=tf.reduce_sum(eligible))
+        return sums
       sums = strategy.run(replica, args=(batch,))
-      return tuple(strategy.reduce("sum", x, axis=None) for x in sums)
+      return {name: strategy.reduce("sum", x, axis=None) for name, x in sums.items()}
 
     def under_policy(function):  # traced (its layers made) under the run's precision policy
       def call(*args):
@@ -527,27 +533,26 @@ class Trainer:
 
   def _evaluate(self, max_batches: Optional[int]) -> Dict[str, float]:
     ds = self._dataset(self.validation_files, train=False, repeat=max_batches is not None)
-    sums = None
+    sums = collections.Counter()
     for i, batch in enumerate(tfrecords.iterate(ds, self.validation_files)):
       if max_batches is not None and i >= max_batches:
         break
-      batch_sums = [float(x) for x in self.eval_step(batch)]
-      sums = batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums)]
-    if not sums or not sums[2]:
+      sums.update({name: float(x) for name, x in self.eval_step(batch).items()})
+    if not sums["count"]:
       raise TrainingError("the validation split has fewer examples than one batch")
-    total, gain, count = sums[:3]
-    nats = total / count
+    nats = sums["nll"] / sums["count"]
     # In bits per image: a model that draws the named digits knows a few bits more than one
     # that ignores the caption (log2 of 10 per digit); early on this is the first sign of it.
-    caption_bits = float(metrics_lib.nats_to_bits(gain / count * self.config.num_pixels))
+    caption_bits = float(metrics_lib.nats_to_bits(
+        sums["gain"] / sums["count"] * self.config.num_pixels))
     metrics = {"loss": nats, "bits_per_dim": float(metrics_lib.nats_to_bits(nats)),
                "caption_gain_bits_per_image": caption_bits}
-    if len(sums) > 3 and sums[5]:
+    if sums["order_pairs"]:
       # Share of validation images of two different digits whose true caption scores higher
       # than the one with the digits swapped (50% = the order is a guess), and the mean margin.
-      preferred, margin, pairs = sums[3:]
-      metrics.update(order_preference=preferred / pairs, order_margin_nats=margin / pairs,
-                     order_pairs=pairs)
+      metrics.update(order_preference=sums["order_preferred"] / sums["order_pairs"],
+                     order_margin_nats=sums["order_margin"] / sums["order_pairs"],
+                     order_pairs=sums["order_pairs"])
     return metrics
 
   def validate(self, step: int) -> Dict[str, float]:

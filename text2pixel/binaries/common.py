@@ -68,8 +68,7 @@ def check_output_dir(path: str, flag: str, binary: str, own_files: Sequence[str]
   if not os.path.isdir(path):
     raise OutputDirError(f"{flag} {path} is a file, not a directory")
   def own(name):  # an output, or its temporary name from a write a kill cut short (atomic.py)
-    base = name.split(".tmp")[0] if ".tmp" in name else name
-    return any(fnmatch.fnmatchcase(base, pattern) for pattern in own_files)
+    return any(fnmatch.fnmatchcase(name.split(".tmp")[0], pattern) for pattern in own_files)
   foreign = sorted(name for name in os.listdir(path) if not own(name))
   if foreign:
     raise OutputDirError(f"refusing to write into {flag} {path}: it holds files {binary} did not "
