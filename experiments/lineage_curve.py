@@ -10,6 +10,12 @@ their parent's last step, what train_result.json says) continues the step count 
 hours at the parent's hours there; the parent's later steps, if any, are not part of the lineage.
 Within a run, hours are its checkpointed training minutes spread evenly over its steps.
 
+A run's parent may be gone from this machine, or no longer hold the checkpoint the run started
+from (pretrained/cpu_small_in_progress is overwritten by each shipped snapshot): the chain ends
+there. ``--earlier`` then supplies the lineage before it from an earlier call's JSON (e.g. the
+shipped pretrained/learning_curve.json): the chain's first run is joined to the last run of that
+file at the step it started from, and the new JSON holds the whole lineage again.
+
 Judge values are the trainer's in-training judge (``validation/judge_accuracy[_heldout]``,
 ``--judge_captions`` x ``--judge_samples`` per split at each run's own guidance); ``--measured``
 adds larger measurements (e.g. the evaluate binary's 200 x 10) as separate points.
@@ -29,7 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from experiments.cpu_small_sweep import validation_history  # noqa: E402
 
 FLAGS = flags.FLAGS
-TAGS = ("judge_accuracy", "judge_accuracy_heldout", "caption_gain_bits_per_image", "bits_per_dim")
+TAGS = ("judge_accuracy", "judge_accuracy_heldout", "caption_gain_bits_per_image", "bits_per_dim",
+        "order_preference")
 
 
 def define_flags():
@@ -38,6 +45,8 @@ def define_flags():
                     "at cumulative steps; points of one label form a series")
   flags.DEFINE_string("measured_label", "evaluate binary, 200 captions x 10 samples",
                       "legend of --measured")
+  flags.DEFINE_string("earlier", None, "JSON rows of a previous call whose last run is the "
+                      "parent of this lineage's first run (used when that parent is not here)")
   flags.DEFINE_string("out", None, "the picture (.png); the rows go to the same name .json",
                       required=True)
 
@@ -49,6 +58,8 @@ def lineage(run_dir):
   from text2pixel import layout
   chain, run_dir = [], os.path.abspath(run_dir)
   while run_dir:
+    if any(run_dir == r for r, _ in chain):
+      raise app.UsageError(f"the lineage of {chain[0][0]} runs in a circle at {run_dir}")
     info = layout.read_run_info(run_dir)
     parent, start = info.get("init_from"), 0
     if parent:
@@ -61,17 +72,47 @@ def lineage(run_dir):
         print(f"note: {run_dir} started from {parent}, which is not here; the curve starts at "
               f"{run_dir}")
         parent = None
+      elif (info.get("init_checkpoint")
+            and not os.path.exists(info["init_checkpoint"] + ".index")):
+        print(f"note: {run_dir} started from {info['init_checkpoint']}, which {parent} no longer "
+              f"holds (another run's weights are there now); the curve starts at {run_dir}")
+        parent = None
     chain.append((run_dir, start))
     run_dir = parent
   chain.reverse()
   return chain
 
 
-def rows_of(chain):
+def join_earlier(earlier, start):
+  """(rows, lineage, measured, starts, step, hours) of an earlier call's JSON cut at the step of
+  its last run that the next run started from (``start``), and the cumulative step and hours
+  there."""
+  rows, names = earlier["rows"], earlier["lineage"]
+  last = names[-1]["run"]
+  at = [r for r in rows if r["run"] == last and r["run_step"] == start]
+  if not at:
+    raise app.UsageError(f"--earlier: its last run, {last}, has no validation at step {start}, "
+                         "where this lineage's first run started; is it the right file?")
+  joint = at[0]
+  kept = [r for r in rows if r["run"] != last or r["run_step"] <= start]
+  starts = earlier.get("starts")
+  if starts is None:  # files written before the starts were recorded: from the rows
+    starts = []
+    for name in names:
+      first = next(r for r in rows if r["run"] == name["run"])
+      step = first["step"] - first["run_step"]
+      hours = max([r["hours"] for r in rows if r["step"] <= step] or [0.0])
+      starts.append((step, hours))
+  return kept, names, earlier.get("measured", {}), starts, joint["step"], joint["hours"]
+
+
+def rows_of(chain, step_offset=None, hours_offset=0.0):
   """(rows, starts): one row per validation of the lineage (cumulative step and hours, run name,
-  TAGS), and each run's (first step, hours there) along the lineage."""
+  TAGS), and each run's (first step, hours there) along the lineage. The first run starts at
+  ``step_offset`` (default: the step of its parent it started from) and ``hours_offset``."""
   rows, starts = [], []
-  step_offset, hours_offset = chain[0][1], 0.0  # a chain cut short starts where its first run did
+  if step_offset is None:
+    step_offset = chain[0][1]  # a chain cut short starts where its first run did
   for i, (run_dir, _) in enumerate(chain):
     path = os.path.join(run_dir, "train_result.json")
     if not os.path.exists(path):
@@ -115,9 +156,21 @@ def main(argv):
   from text2pixel import pictures
   measured = parse_measured(FLAGS.measured, FLAGS.measured_label)
   chain = lineage(FLAGS.run_dir)
-  rows, starts = rows_of(chain)
-  marks = [(step, f"{os.path.basename(run_dir)} ({hours:.1f} h)")
-           for (run_dir, start), (step, hours) in zip(chain, starts) if start]
+  names = [{"run": os.path.basename(r), "started_at_parent_step": s} for r, s in chain]
+  if FLAGS.earlier:
+    with open(FLAGS.earlier) as f:
+      earlier = json.load(f)
+    earlier_rows, earlier_names, earlier_measured, earlier_starts, step0, hours0 = join_earlier(
+        earlier, chain[0][1])
+    rows, starts = rows_of(chain, step0, hours0)
+    rows, names, starts = earlier_rows + rows, earlier_names + names, earlier_starts + starts
+    for label, points in earlier_measured.items():
+      for step, value in points.items():
+        measured.setdefault(label, {}).setdefault(int(step), tuple(value))
+  else:
+    rows, starts = rows_of(chain)
+  marks = [(step, f"{name['run']} ({hours:.1f} h)")
+           for name, (step, hours) in zip(names, starts) if name["started_at_parent_step"]]
   series = lambda tag: ([r["step"] for r in rows if tag in r], [r[tag] for r in rows if tag in r])
   judge_series = {"validation captions (in training)": series("judge_accuracy"),
                   "held-out combinations (in training)": series("judge_accuracy_heldout")}
@@ -136,15 +189,17 @@ def main(argv):
        "x_range": x_range},
       {"title": "bits/dim (validation)", "x_label": x_label,
        "series": {"bits/dim": series("bits_per_dim")}, "marks": marks, "x_range": x_range},
-  ])
+  ] + ([{"title": "which digit goes where: true over digit-swapped caption (validation, "
+                  "two-digit images; 0.5 = blind to the order)", "x_label": x_label,
+         "series": {"order preference": series("order_preference")}, "marks": marks,
+         "x_range": x_range}] if series("order_preference")[0] else []))
   path = pictures.save(picture, FLAGS.out)
   rows_path = os.path.splitext(FLAGS.out)[0] + ".json"
   with open(rows_path, "w") as f:
-    json.dump({"lineage": [{"run": os.path.basename(r), "started_at_parent_step": s}
-                           for r, s in chain],
+    json.dump({"lineage": names, "starts": starts,
                "measured": {label: {str(k): v for k, v in points.items()}
                             for label, points in measured.items()}, "rows": rows}, f, indent=1)
-  print(f"wrote {path} and {rows_path}: {len(chain)} runs, {rows[-1]['step'] if rows else 0:,} "
+  print(f"wrote {path} and {rows_path}: {len(names)} runs, {rows[-1]['step'] if rows else 0:,} "
         f"steps, {hours:.2f} h")
 
 

@@ -503,3 +503,39 @@ def test_a_new_run_starts_from_another_runs_weights_with_a_warm_up(
     training.Trainer(_tiny(decoder_units=64, **QUIET), mnist_captions_dir,
                      str(tmp_path / "other"), log=lambda *_: None,
                      init_from=tiny_run_dir).restore()
+
+
+def test_lineage_stops_where_the_parent_no_longer_holds_the_start_and_joins_an_earlier_file(
+    tmp_path):
+  """The shipped in-progress folder is overwritten by each new snapshot, so a run started from
+  an older snapshot names a parent that no longer holds its start (and whose run.json may point
+  back at the run: no circle). --earlier's file then supplies the lineage before it, cut at the
+  step the run started from."""
+  from experiments.lineage_curve import join_earlier, lineage
+  snapshot, child = str(tmp_path / "snapshot"), str(tmp_path / "child")
+  for run_dir, info in ((snapshot, {"init_from": child,
+                                    "init_checkpoint": child + "/checkpoints/ckpt-9"}),
+                        (child, {"init_from": snapshot,
+                                 "init_checkpoint": snapshot + "/checkpoints/ckpt-30"})):
+    os.makedirs(os.path.join(run_dir, "checkpoints"))
+    with open(os.path.join(run_dir, layout.RUN_INFO), "w") as f:
+      json.dump(info, f)
+  assert lineage(child) == [(child, 30)]  # the snapshot holds no ckpt-30
+  open(os.path.join(snapshot, "checkpoints", "ckpt-30.index"), "w").close()
+  open(os.path.join(child, "checkpoints", "ckpt-9.index"), "w").close()
+  with pytest.raises(Exception, match="in a circle"):
+    lineage(child)
+  earlier = {"lineage": [{"run": "a", "started_at_parent_step": 0},
+                         {"run": "b", "started_at_parent_step": 20}],
+             "measured": {"m": {"25": [0.5, 0.4]}},
+             "rows": [{"run": "a", "run_step": 10, "step": 10, "hours": 1.0},
+                      {"run": "a", "run_step": 20, "step": 20, "hours": 2.0},
+                      {"run": "b", "run_step": 10, "step": 30, "hours": 2.5},
+                      {"run": "b", "run_step": 30, "step": 50, "hours": 3.5},
+                      {"run": "b", "run_step": 40, "step": 60, "hours": 4.0}]}
+  rows, names, measured, starts, step, hours = join_earlier(earlier, 30)
+  assert [r["step"] for r in rows] == [10, 20, 30, 50]  # b's steps after 30 are not the lineage
+  assert (step, hours) == (50, 3.5) and starts == [(0, 0.0), (20, 2.0)]
+  assert names == earlier["lineage"] and measured == earlier["measured"]
+  with pytest.raises(Exception, match="has no validation at step 35"):
+    join_earlier(earlier, 35)

@@ -157,12 +157,19 @@ def line_chart(panels: Sequence[dict], width: int = 900, panel_height: int = 220
     draw.text((x0, y1 + 4), f"{lo_x:,.0f}", fill=0, font=_FONT)
     label = f"{hi_x:,.0f}  {panel.get('x_label', '')}"
     draw.text((x1 - 6 * len(label), y1 + 4), label, fill=0, font=_FONT)
+    label_spans = []  # (left, right, line) of the mark labels drawn so far
     for x, text in panel.get("marks", ()):
       if lo_x <= x <= hi_x:
         px = to_px(x, lo_y)[0]
         draw.line([px, y0, px, y1], fill=(170, 170, 170), width=1)
         text_x = px + 3 if px + 3 + 6 * len(text) < x1 else px - 3 - 6 * len(text)
-        draw.text((text_x, y1 - 12), text, fill=(110, 110, 110), font=_FONT)
+        # Marks close together (short runs) put their labels on lines above each other.
+        line = 0
+        while any(l == line and text_x < right and left < text_x + 6 * len(text)
+                  for left, right, l in label_spans):
+          line += 1
+        label_spans.append((text_x, text_x + 6 * len(text), line))
+        draw.text((text_x, y1 - 12 - 11 * line), text, fill=(110, 110, 110), font=_FONT)
     for s, (name, (xs, ys)) in enumerate(panel["series"].items()):
       shade = shades[s % len(shades)]
       line = [to_px(x, y) for x, y in zip(xs, ys) if np.isfinite(y)]
