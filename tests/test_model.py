@@ -228,6 +228,47 @@ def test_swap_two_words_exchanges_two_different_named_words_only():
                                                   [3, 7, 4, 6, 2, 0]])
 
 
+def test_neighbour_of_two_words_draws_each_way_a_pair_can_fail():
+  # word ids 10..19 stand for the digit words 0..9; (10, 15) is a forbidden (held-out) pair.
+  ids = np.array([[3, 13, 4, 14, 2, 0],    # "3 ... 4": swap, repeat, replace
+                  [3, 13, 4, 13, 2, 0],    # "3 ... 3": only a replacement differs
+                  [3, 17, 4, 2, 0, 0],     # one digit word: never eligible
+                  [3, 11, 4, 15, 2, 0],    # "1 ... 5": may not become "0 ... 5"
+                  [3, 10, 4, 15, 2, 0]],   # names the forbidden pair itself
+                 np.int32)
+  draws = tf.random.stateless_uniform([400, 5, 3], seed=[1, 2])
+  negatives, eligible = [], []
+  for d in tf.unstack(draws):
+    n, e = text_lib.neighbour_of_two_words(tf.constant(ids), list(range(10, 20)), d,
+                                           forbidden_pairs=[(15, 10)])
+    negatives.append(n.numpy())
+    eligible.append(e.numpy())
+  negatives, eligible = np.stack(negatives), np.stack(eligible)
+  np.testing.assert_array_equal(negatives[~eligible], np.broadcast_to(ids, negatives.shape)[
+      ~eligible])
+  assert not eligible[:, [2, 4]].any()
+  # Only the digit words change, and an eligible negative differs from its caption.
+  for row in (0, 1, 3):
+    n = negatives[eligible[:, row], row]
+    np.testing.assert_array_equal(n[:, [0, 2, 4, 5]], np.broadcast_to(ids[row, [0, 2, 4, 5]],
+                                                                      (len(n), 4)))
+    assert (n[:, [1, 3]] != ids[row, [1, 3]]).any(axis=1).all()
+  pairs = lambda row: {tuple(p) for p in negatives[eligible[:, row], row][:, [1, 3]]}
+  # "3 4": the swap, both repeats, and a replacement of either word by every other digit.
+  assert {(14, 13), (13, 13), (14, 14)} <= pairs(0)
+  assert {(d, 14) for d in range(10, 20) if d != 13} <= pairs(0)
+  assert {(13, d) for d in range(10, 20) if d != 14} <= pairs(0)
+  assert pairs(0) <= {(14, 13), (13, 13), (14, 14)} | {(d, 14) for d in range(10, 20)} | {
+      (13, d) for d in range(10, 20)}
+  assert pairs(1) == {(d, 13) for d in range(10, 20) if d != 13} | {
+      (13, d) for d in range(10, 20) if d != 13}
+  assert (10, 15) not in pairs(3) and (15, 10) not in pairs(3) and (11, 10) in pairs(3)
+  # Each of the four ways about equally often for "3 4" (swap, repeats, replacements 1/4).
+  kinds = np.array([{(14, 13): 0, (13, 13): 1, (14, 14): 2}.get(tuple(p), 3)
+                    for p in negatives[:, 0][:, [1, 3]]])
+  assert all(60 < (kinds == k).sum() < 140 for k in range(4)), np.bincount(kinds)
+
+
 def test_resumed_run_equals_uninterrupted_run(mnist_captions_dir, tmp_path):
   # (With captions dropped: the draw is keyed by the step, so a resumed run drops the same.)
   common = dict(checkpoint_every=10, eval_every=1000, sample_every=1000, log_every=1000,

@@ -322,13 +322,15 @@ def test_the_caption_gain_is_the_log_likelihood_the_true_caption_adds(
                                                         abs=1e-3)
 
 
+@pytest.mark.parametrize("negatives", ["swap", "neighbours"])
 def test_order_contrast_adds_the_swapped_caption_decision_to_the_likelihood(
-    mnist_captions_dir, tmp_path):
+    negatives, mnist_captions_dir, tmp_path):
   """The trainer's objective with order_contrast against model.log_likelihood under the true
   captions and under the captions with their two digit words swapped (random large weights, so
   that the two differ): NLL + w softplus(-(log p(x|y) - log p(x|y swapped))) / pixels for captions
-  of two different digits, the NLL alone for the others."""
-  config = _tiny(order_contrast=3.0, **QUIET)
+  of two different digits, the NLL alone for the others. With order_negatives=neighbours the
+  negative is the one text.neighbour_of_two_words draws with the step's draws."""
+  config = _tiny(order_contrast=3.0, order_negatives=negatives, batch_size=16, **QUIET)
   trainer = training.Trainer(config, mnist_captions_dir, str(tmp_path / "run"),
                              log=lambda *_: None)
   rng = np.random.default_rng(1)
@@ -342,8 +344,13 @@ def test_order_contrast_adds_the_swapped_caption_decision_to_the_likelihood(
   # No held-out combination enters training, not even as a swapped negative.
   assert sorted(map(sorted, trainer.order_forbidden)) == sorted(
       sorted((digits[a], digits[b])) for a, b in ((5, 3), (1, 7), (2, 8), (6, 0)))
-  swapped, eligible = (t.numpy() for t in text_lib.swap_two_words(
-      batch["caption_ids"], list(digits.values()), trainer.order_forbidden))
+  if negatives == "swap":
+    swapped, eligible = (t.numpy() for t in text_lib.swap_two_words(
+        batch["caption_ids"], list(digits.values()), trainer.order_forbidden))
+  else:
+    draws = training.replica_draws(16, 3, config.seed + training.NEIGHBOUR_SALT, trainer.step)
+    swapped, eligible = (t.numpy() for t in text_lib.neighbour_of_two_words(
+        batch["caption_ids"], list(digits.values()), draws, trainer.order_forbidden))
   assert 0 < eligible.sum() < 16  # the batch has both kinds
   true_ll = trainer.model.log_likelihood(batch["caption_ids"], batch["caption_len"],
                                          batch["image"]).numpy()
@@ -361,6 +368,8 @@ def test_order_contrast_adds_the_swapped_caption_decision_to_the_likelihood(
   assert all(np.isfinite(losses))
   with pytest.raises(config_lib.ConfigError, match="order_contrast"):
     _tiny(order_contrast=-1.0)
+  with pytest.raises(config_lib.ConfigError, match="order_negatives"):
+    _tiny(order_negatives="bag")
 
 
 # --- two replicas -------------------------------------------------------------------------------

@@ -77,6 +77,12 @@ class Config:
   # that decision's gradient without the rest of the image's. Each step runs the pixel loop on
   # the batch twice (true and swapped captions). 0 = off (the paper).
   order_contrast: float = 0.0
+  # Extension: the caption order_contrast's term compares against. "swap": the two digit words
+  # swapped. "neighbours": per image at random, the swap, either named digit in both places, or
+  # one digit word replaced by another digit (text.neighbour_of_two_words): besides the order,
+  # the term then asks for the digit at each place, where most two-digit samples fail (the
+  # judge's breakdown: "one digit in both places", "wrong digit").
+  order_negatives: str = "swap"
 
   # --- bookkeeping --------------------------------------------------------------------------
   log_every: int = 50
@@ -209,6 +215,9 @@ def validate(config: Config) -> Config:
                       "empty caption it compares against was never learnt")
   if config.order_contrast < 0:
     raise ConfigError(f"order_contrast must be >= 0 (0 turns it off), got {config.order_contrast}")
+  if config.order_negatives not in ("swap", "neighbours"):
+    raise ConfigError(f"order_negatives must be 'swap' or 'neighbours', got "
+                      f"{config.order_negatives!r}")
   if config.warmup_steps < 0:
     raise ConfigError(f"warmup_steps must be >= 0 (0: no warm-up), got {config.warmup_steps}")
   if config.judge_captions < 0:

@@ -81,6 +81,48 @@ def swap_two_words(ids, word_ids, forbidden_pairs=()):
   return tf.where(eligible[:, None], swapped, ids), eligible
 
 
+def neighbour_of_two_words(ids, word_ids, draws, forbidden_pairs=()):
+  """A caption that differs from each caption only in its two words of ``word_ids`` (the digit
+  words "0" ... "9", in digit order), drawn by ``draws`` [batch, 3] uniform in [0, 1):
+  (negative ids, eligible [batch] bool). The negative is, with equal chance, the two words
+  swapped ("3 left of 5" -> "5 left of 3"), the first word in both places ("3 ... 3"), the
+  second in both places ("5 ... 5"), or one of them replaced by another word of ``word_ids``
+  ("3 ... 8"): the ways a two-digit sample fails. A caption is eligible when it holds exactly
+  two such words, its negative differs from it, and neither names one of ``forbidden_pairs``
+  (word id pairs, either order); the others come back unchanged."""
+  import tensorflow as tf
+  words = tf.cast(tf.reshape(word_ids, [-1]), ids.dtype)
+  num_words = tf.shape(words)[0]
+  is_word = tf.reduce_any(ids[:, :, None] == words[None, None, :], axis=-1)    # [batch, length]
+  length = tf.shape(ids)[1]
+  first = tf.argmax(tf.cast(is_word, tf.int32), axis=1, output_type=tf.int32)
+  last = length - 1 - tf.argmax(tf.cast(is_word[:, ::-1], tf.int32), axis=1,
+                                output_type=tf.int32)
+  first_word = tf.gather(ids, first, batch_dims=1)
+  last_word = tf.gather(ids, last, batch_dims=1)
+  kind = tf.minimum(tf.cast(draws[:, 0] * 4, tf.int32), 3)  # swap, repeat 1st, repeat 2nd, replace
+  replace_first = draws[:, 1] < 0.5
+  replaced = tf.where(replace_first, first_word, last_word)
+  replaced_index = tf.argmax(tf.cast(words[None, :] == replaced[:, None], tf.int32), axis=1,
+                             output_type=tf.int32)
+  step = 1 + tf.minimum(tf.cast(draws[:, 2] * tf.cast(num_words - 1, tf.float32), tf.int32),
+                        num_words - 2)  # another word: 1 ... num_words - 1 places on
+  other = tf.gather(words, (replaced_index + step) % num_words)
+  new_first = tf.where(kind == 0, last_word, tf.where(kind == 1, first_word, tf.where(
+      kind == 2, last_word, tf.where(replace_first, other, first_word))))
+  new_last = tf.where(kind == 0, first_word, tf.where(kind == 1, first_word, tf.where(
+      kind == 2, last_word, tf.where(replace_first, last_word, other))))
+  eligible = ((tf.reduce_sum(tf.cast(is_word, tf.int32), axis=1) == 2)
+              & ((new_first != first_word) | (new_last != last_word)))
+  for a, b in forbidden_pairs:
+    for x, y in ((first_word, last_word), (new_first, new_last)):
+      eligible &= ~(((x == a) & (y == b)) | ((x == b) & (y == a)))
+  positions = tf.range(length)[None, :]
+  negative = tf.where(positions == first[:, None], new_first[:, None],
+                      tf.where(positions == last[:, None], new_last[:, None], ids))
+  return tf.where(eligible[:, None], negative, ids), eligible
+
+
 # --- colour words (COCO: the paper removes colour information from captions) ---------------------
 
 BASIC_COLOURS = (

@@ -357,12 +357,19 @@ class Trainer:
       if not c.order_contrast:
         per_example = per_example_nll(batch, model(batch, training=True))
         return per_example, per_example
-      swapped_ids, eligible = text_lib.swap_two_words(batch["caption_ids"], order_words,
-                                                      self.order_forbidden)
-      nll, swapped_nll = nll_under_captions(
+      if c.order_negatives == "swap":
+        negative_ids, eligible = text_lib.swap_two_words(batch["caption_ids"], order_words,
+                                                         self.order_forbidden)
+      else:
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        negative_ids, eligible = text_lib.neighbour_of_two_words(
+            batch["caption_ids"], order_words,
+            replica_draws(tf.shape(batch["caption_len"])[0], 3, c.seed + NEIGHBOUR_SALT,
+                          step_counter, replica, c.batch_size), self.order_forbidden)
+      nll, negative_nll = nll_under_captions(
           batch, [(batch["caption_ids"], batch["caption_len"]),
-                  (swapped_ids, batch["caption_len"])], training=True)
-      margin = (swapped_nll - nll) * c.num_pixels  # log p(x|y) - log p(x|y swapped), nats
+                  (negative_ids, batch["caption_len"])], training=True)
+      margin = (negative_nll - nll) * c.num_pixels  # log p(x|y) - log p(x|y negative), nats
       contrast = tf.where(eligible, tf.nn.softplus(-margin), tf.zeros_like(margin))
       return nll, nll + c.order_contrast * contrast / c.num_pixels
 
@@ -771,6 +778,20 @@ def digit_word_ids(vocab: text_lib.Vocabulary) -> Dict[int, int]:
   return {d: vocab.words.index(str(d)) for d in range(10) if str(d) in vocab.words}
 
 
+# Keeps the neighbour captions' draws apart from caption dropout's, which use the run's seed.
+NEIGHBOUR_SALT = 0x5EED
+
+
+def replica_draws(local, width, seed, step, replica=0, global_batch=None):
+  """[local, width] uniform draws for replica ``replica``'s slice of the global batch, keyed by
+  ``seed`` and the step: a resumed run draws the same as an uninterrupted one, and mirrored
+  replicas the same as one device."""
+  draws = tf.random.stateless_uniform(
+      [global_batch or local, width], seed=tf.stack([tf.constant(seed, tf.int64),
+                                                     tf.cast(step, tf.int64)]))
+  return tf.slice(draws, [tf.cast(replica, tf.int32) * local, 0], [local, width])
+
+
 def drop_captions(batch: Dict[str, tf.Tensor], rate: float, seed: int, step, replica=0,
                   global_batch: Optional[int] = None) -> Dict[str, tf.Tensor]:
   """The batch with each caption replaced by the empty one (<eos> alone) with probability
@@ -778,11 +799,7 @@ def drop_captions(batch: Dict[str, tf.Tensor], rate: float, seed: int, step, rep
   run's seed and the step, of which replica r takes its slice: a resumed run drops the same
   captions as an uninterrupted one, and mirrored replicas the same as one device."""
   ids, lengths = batch["caption_ids"], batch["caption_len"]
-  local = tf.shape(lengths)[0]
-  draws = tf.random.stateless_uniform(
-      [global_batch or local], seed=tf.stack([tf.constant(seed, tf.int64),
-                                              tf.cast(step, tf.int64)]))
-  drop = tf.slice(draws, [tf.cast(replica, tf.int32) * local], [local]) < rate
+  drop = replica_draws(tf.shape(lengths)[0], 1, seed, step, replica, global_batch)[:, 0] < rate
   empty_ids, empty_lengths = text_lib.empty_captions(ids)
   return dict(batch, caption_ids=tf.where(drop[:, None], empty_ids, ids),
               caption_len=tf.where(drop, tf.cast(empty_lengths, lengths.dtype), lengths))
