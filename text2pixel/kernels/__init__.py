@@ -38,10 +38,25 @@ def _compile_command(output: str):
           tf.sysconfig.get_link_flags())
 
 
+def _cpu_features() -> bytes:
+  """The CPU's instruction-set flags: -march=native builds for this CPU, and a build left by
+  another machine in the same tree (these machines change from day to day) may use instructions
+  this one lacks, or miss ones it has."""
+  try:
+    with open("/proc/cpuinfo", "rb") as f:
+      for line in f:
+        if line.startswith(b"flags"):
+          return b" ".join(sorted(line.split(b":", 1)[1].split()))
+  except OSError:
+    pass
+  import platform
+  return platform.processor().encode()
+
+
 def library_path() -> str:
   with open(SOURCE, "rb") as f:
     key = hashlib.sha256(f.read() + " ".join(_compile_command("")).encode() +
-                         tf.__version__.encode()).hexdigest()[:16]
+                         tf.__version__.encode() + _cpu_features()).hexdigest()[:16]
   return os.path.join(BUILD_DIR, f"pixel_loop_{key}.so")
 
 
