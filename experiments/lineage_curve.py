@@ -41,10 +41,13 @@ TAGS = ("judge_accuracy", "judge_accuracy_heldout", "caption_gain_bits_per_image
 
 def define_flags():
   flags.DEFINE_string("run_dir", None, "the last run of the lineage", required=True)
-  flags.DEFINE_list("measured", [], "STEP=VALIDATION/HELDOUT[@LABEL]: judge accuracies measured "
-                    "at cumulative steps; points of one label form a series")
+  flags.DEFINE_list("measured", [], "STEP=CAPTIONS/HELDOUT[@LABEL]: judge accuracies measured "
+                    "at cumulative steps (CAPTIONS: the validation or test split's captions; "
+                    "say which in the label); points of one label form a series")
   flags.DEFINE_string("measured_label", "evaluate binary, 200 captions x 10 samples",
                       "legend of --measured")
+  flags.DEFINE_integer("last_step", None, "end the curve at this step of --run_dir (e.g. the "
+                       "step that was shipped; default: the run's last)")
   flags.DEFINE_string("earlier", None, "JSON rows of a previous call whose last run is the "
                       "parent of this lineage's first run (used when that parent is not here)")
   flags.DEFINE_string("out", None, "the picture (.png); the rows go to the same name .json",
@@ -106,7 +109,7 @@ def join_earlier(earlier, start):
   return kept, names, earlier.get("measured", {}), starts, joint["step"], joint["hours"]
 
 
-def rows_of(chain, step_offset=None, hours_offset=0.0):
+def rows_of(chain, step_offset=None, hours_offset=0.0, last_step=None):
   """(rows, starts): one row per validation of the lineage (cumulative step and hours, run name,
   TAGS), and each run's (first step, hours there) along the lineage. The first run starts at
   ``step_offset`` (default: the step of its parent it started from) and ``hours_offset``."""
@@ -123,7 +126,7 @@ def rows_of(chain, step_offset=None, hours_offset=0.0):
     hours_per_step = result["minutes"] / 60 / max(result["step"], 1)
     starts.append((step_offset, hours_offset))
     # The steps of this run that its child (if any) built on.
-    last = chain[i + 1][1] if i + 1 < len(chain) else result["step"]
+    last = chain[i + 1][1] if i + 1 < len(chain) else (last_step or result["step"])
     for step, values in sorted(validation_history(run_dir).items()):
       if step > last:
         continue
@@ -162,13 +165,13 @@ def main(argv):
       earlier = json.load(f)
     earlier_rows, earlier_names, earlier_measured, earlier_starts, step0, hours0 = join_earlier(
         earlier, chain[0][1])
-    rows, starts = rows_of(chain, step0, hours0)
+    rows, starts = rows_of(chain, step0, hours0, FLAGS.last_step)
     rows, names, starts = earlier_rows + rows, earlier_names + names, earlier_starts + starts
     for label, points in earlier_measured.items():
       for step, value in points.items():
         measured.setdefault(label, {}).setdefault(int(step), tuple(value))
   else:
-    rows, starts = rows_of(chain)
+    rows, starts = rows_of(chain, last_step=FLAGS.last_step)
   marks = [(step, f"{name['run']} ({hours:.1f} h)")
            for name, (step, hours) in zip(names, starts) if name["started_at_parent_step"]]
   series = lambda tag: ([r["step"] for r in rows if tag in r], [r[tag] for r in rows if tag in r])
@@ -176,8 +179,8 @@ def main(argv):
                   "held-out combinations (in training)": series("judge_accuracy_heldout")}
   for label, points in measured.items():
     steps = sorted(points)
-    judge_series[f"validation, {label}"] = (steps, [points[s][0] for s in steps])
-    judge_series[f"held-out, {label}"] = (steps, [points[s][1] for s in steps])
+    judge_series[f"named captions, {label}"] = (steps, [points[s][0] for s in steps])
+    judge_series[f"held-out combinations, {label}"] = (steps, [points[s][1] for s in steps])
   hours = rows[-1]["hours"] if rows else 0.0
   x_label = f"steps ({hours:.1f} h of training)"
   x_range = (0, rows[-1]["step"] if rows else 1)  # every panel on the same axis
