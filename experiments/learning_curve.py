@@ -65,6 +65,18 @@ def model_and_probe(run_dir: str, data_dir: str, num_captions: int, num_samples:
                                                     num_samples, seed, temperature)
 
 
+def restored_model_and_probe(run_dir: str, data_dir: str, step, num_captions: int,
+                             num_samples: int, seed: int):
+  """model_and_probe with the run's checkpoint of ``step`` (None: the latest) restored:
+  (config, model, probe, checkpoint path, the vocabulary ids of the digit words "0" ... "9")."""
+  from text2pixel import layout, training
+  config, model, probe = model_and_probe(run_dir, data_dir, num_captions, num_samples, seed)
+  _, vocab, _ = layout.load_run_config(run_dir)
+  path = checkpoint_path(run_dir, step)
+  training.restore_model(model, config, path)
+  return config, model, probe, path, set(training.digit_word_ids(vocab).values())
+
+
 def main(argv):
   del argv
 

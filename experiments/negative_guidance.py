@@ -29,7 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from experiments.judge_breakdown import SPLITS  # noqa: E402
-from experiments.learning_curve import checkpoint_path, model_and_probe  # noqa: E402
+from experiments.rerank import neighbour_captions  # noqa: E402
+from experiments.learning_curve import restored_model_and_probe  # noqa: E402
 from experiments.runner import write_outputs  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -50,16 +51,14 @@ def define_flags():
 
 def neighbour_rows(ids, lengths, digit_ids):
   """[captions, GROUP - 2, length]: each caption's swapped, first-twice and second-twice
-  captions (the caption itself where it has not two digit words)."""
+  captions (rerank.neighbour_captions' first three), the caption itself in the places of those
+  it does not have (one digit word, or the same digit twice)."""
   out = np.repeat(ids[:, None, :], GROUP - 2, axis=1).copy()
   for row in range(len(ids)):
-    positions = [i for i in range(lengths[row]) if ids[row, i] in digit_ids]
-    if len(positions) != 2:
-      continue
-    a, b = positions
-    out[row, 0, a], out[row, 0, b] = ids[row, b], ids[row, a]
-    out[row, 1, b] = ids[row, a]
-    out[row, 2, a] = ids[row, b]
+    rows, kinds = neighbour_captions(ids[row], lengths[row], digit_ids)
+    few = [r for r, kind in zip(rows, kinds) if kind != "replace"]
+    if len(few) == GROUP - 2:
+      out[row] = few
   return out
 
 
@@ -69,14 +68,11 @@ def main(argv):
   configure_threads(1, 0)
   import tensorflow as tf
   from datasets import mnist_captions
-  from text2pixel import judge as judge_lib, layout, sampling, text as text_lib, training
+  from text2pixel import judge as judge_lib, layout, sampling, text as text_lib
 
-  config, model, probe = model_and_probe(FLAGS.run_dir, FLAGS.data_dir, FLAGS.num_captions,
-                                         FLAGS.num_samples, FLAGS.seed)
-  _, vocab, _ = layout.load_run_config(FLAGS.run_dir)
-  digit_ids = set(training.digit_word_ids(vocab).values())
-  path = checkpoint_path(FLAGS.run_dir, FLAGS.step)
-  training.restore_model(model, config, path)
+  config, model, probe, path, digit_ids = restored_model_and_probe(
+      FLAGS.run_dir, FLAGS.data_dir, FLAGS.step, FLAGS.num_captions, FLAGS.num_samples,
+      FLAGS.seed)
   g = config.guidance if FLAGS.guidance is None else FLAGS.guidance
   side, pixels = config.image_side, config.num_pixels
 

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from experiments.judge_breakdown import SPLITS  # noqa: E402
-from experiments.learning_curve import checkpoint_path, model_and_probe  # noqa: E402
+from experiments.learning_curve import restored_model_and_probe  # noqa: E402
 from experiments.runner import write_outputs  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -124,14 +124,11 @@ def main(argv):
   configure_threads(1, 0)
   import tensorflow as tf
   from datasets import mnist_captions
-  from text2pixel import judge as judge_lib, layout, sampling, text as text_lib, training
+  from text2pixel import judge as judge_lib, layout, sampling, text as text_lib
 
-  config, model, probe = model_and_probe(FLAGS.run_dir, FLAGS.data_dir, FLAGS.num_captions,
-                                         FLAGS.num_samples, FLAGS.seed)
-  _, vocab, _ = layout.load_run_config(FLAGS.run_dir)
-  digit_ids = set(training.digit_word_ids(vocab).values())
-  path = checkpoint_path(FLAGS.run_dir, FLAGS.step)
-  training.restore_model(model, config, path)
+  config, model, probe, path, digit_ids = restored_model_and_probe(
+      FLAGS.run_dir, FLAGS.data_dir, FLAGS.step, FLAGS.num_captions, FLAGS.num_samples,
+      FLAGS.seed)
   guidance = config.guidance if FLAGS.guidance is None else FLAGS.guidance
   sampler = sampling.make_generate_fn(model, "sample", FLAGS.num_samples, guidance=guidance)
   ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= FLAGS.num_samples]

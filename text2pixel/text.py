@@ -58,11 +58,9 @@ def empty_captions(like_ids):
   return ids, tf.ones([batch], tf.int32)
 
 
-def swap_two_words(ids, word_ids, forbidden_pairs=()):
-  """Captions with their two words of ``word_ids`` exchanged ("the digit 3 is on the left of the
-  digit 5" -> "... 5 ... 3"): (swapped ids, eligible [batch] bool). A caption is eligible when it
-  holds exactly two such words, they differ, and they are not one of ``forbidden_pairs`` (word id
-  pairs, either order); the others come back unchanged."""
+def _two_word_slots(ids, word_ids):
+  """Where a caption holds words of ``word_ids``: (how many [batch], first and last position,
+  the words there)."""
   import tensorflow as tf
   word_ids = tf.cast(tf.reshape(word_ids, [1, 1, -1]), ids.dtype)
   is_word = tf.reduce_any(ids[:, :, None] == word_ids, axis=-1)               # [batch, length]
@@ -70,12 +68,22 @@ def swap_two_words(ids, word_ids, forbidden_pairs=()):
   first = tf.argmax(tf.cast(is_word, tf.int32), axis=1, output_type=tf.int32)
   last = length - 1 - tf.argmax(tf.cast(is_word[:, ::-1], tf.int32), axis=1,
                                 output_type=tf.int32)
-  first_word = tf.gather(ids, first, batch_dims=1)
-  last_word = tf.gather(ids, last, batch_dims=1)
-  eligible = (tf.reduce_sum(tf.cast(is_word, tf.int32), axis=1) == 2) & (first_word != last_word)
+  count = tf.reduce_sum(tf.cast(is_word, tf.int32), axis=1)
+  return (count, first, last, tf.gather(ids, first, batch_dims=1),
+          tf.gather(ids, last, batch_dims=1))
+
+
+def swap_two_words(ids, word_ids, forbidden_pairs=()):
+  """Captions with their two words of ``word_ids`` exchanged ("the digit 3 is on the left of the
+  digit 5" -> "... 5 ... 3"): (swapped ids, eligible [batch] bool). A caption is eligible when it
+  holds exactly two such words, they differ, and they are not one of ``forbidden_pairs`` (word id
+  pairs, either order); the others come back unchanged."""
+  import tensorflow as tf
+  count, first, last, first_word, last_word = _two_word_slots(ids, word_ids)
+  eligible = (count == 2) & (first_word != last_word)
   for a, b in forbidden_pairs:
     eligible &= ~(((first_word == a) & (last_word == b)) | ((first_word == b) & (last_word == a)))
-  positions = tf.range(length)[None, :]
+  positions = tf.range(tf.shape(ids)[1])[None, :]
   swapped = tf.where(positions == first[:, None], last_word[:, None],
                      tf.where(positions == last[:, None], first_word[:, None], ids))
   return tf.where(eligible[:, None], swapped, ids), eligible
@@ -93,13 +101,7 @@ def neighbour_of_two_words(ids, word_ids, draws, forbidden_pairs=()):
   import tensorflow as tf
   words = tf.cast(tf.reshape(word_ids, [-1]), ids.dtype)
   num_words = tf.shape(words)[0]
-  is_word = tf.reduce_any(ids[:, :, None] == words[None, None, :], axis=-1)    # [batch, length]
-  length = tf.shape(ids)[1]
-  first = tf.argmax(tf.cast(is_word, tf.int32), axis=1, output_type=tf.int32)
-  last = length - 1 - tf.argmax(tf.cast(is_word[:, ::-1], tf.int32), axis=1,
-                                output_type=tf.int32)
-  first_word = tf.gather(ids, first, batch_dims=1)
-  last_word = tf.gather(ids, last, batch_dims=1)
+  count, first, last, first_word, last_word = _two_word_slots(ids, words)
   kind = tf.minimum(tf.cast(draws[:, 0] * 4, tf.int32), 3)  # swap, repeat 1st, repeat 2nd, replace
   replace_first = draws[:, 1] < 0.5
   replaced = tf.where(replace_first, first_word, last_word)
@@ -112,12 +114,11 @@ def neighbour_of_two_words(ids, word_ids, draws, forbidden_pairs=()):
       kind == 2, last_word, tf.where(replace_first, other, first_word))))
   new_last = tf.where(kind == 0, first_word, tf.where(kind == 1, first_word, tf.where(
       kind == 2, last_word, tf.where(replace_first, last_word, other))))
-  eligible = ((tf.reduce_sum(tf.cast(is_word, tf.int32), axis=1) == 2)
-              & ((new_first != first_word) | (new_last != last_word)))
+  eligible = (count == 2) & ((new_first != first_word) | (new_last != last_word))
   for a, b in forbidden_pairs:
     for x, y in ((first_word, last_word), (new_first, new_last)):
       eligible &= ~(((x == a) & (y == b)) | ((x == b) & (y == a)))
-  positions = tf.range(length)[None, :]
+  positions = tf.range(tf.shape(ids)[1])[None, :]
   negative = tf.where(positions == first[:, None], new_first[:, None],
                       tf.where(positions == last[:, None], new_last[:, None], ids))
   return tf.where(eligible[:, None], negative, ids), eligible
