@@ -61,11 +61,12 @@ static inline v8 zero8() { return v8{}; }
 static inline v8 fma8(v8 a, v8 b, v8 c) { return a * b + c; }
 #endif
 
-// A weight matrix B [K, N] repacked once per op call into column panels of 16 (32 with AVX-512;
-// then 8, then 1) columns, each panel's K rows contiguous. Streaming B row by row in its own layout would step by
-// N floats, and with N a power of two every row maps to the same few L1 sets (measured: 34% of
-// the FMA peak for [16 x 192] x [192 x 512]); a panel is read sequentially. Blocks of 6 rows x
-// 16 columns (12 accumulators) measured fastest on AVX2 for the 8 rows a thread has at batch 16.
+// A weight matrix B [K, N] repacked once per op call into column panels of 16 (32 with
+// AVX-512; then 8, then 1) columns, each panel's K rows contiguous. Streaming B row by row in its
+// own layout would step by N floats, and with N a power of two every row maps to the same few L1
+// sets (measured: 34% of the FMA peak for [16 x 192] x [192 x 512]); a panel is read
+// sequentially. Blocks of 6 rows x 16 columns (12 accumulators) measured fastest on AVX2 for the
+// 8 rows a thread has at batch 16.
 struct Packed {
   int K = 0, N = 0;
   std::vector<float> data;
