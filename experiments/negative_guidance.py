@@ -127,7 +127,8 @@ def main(argv):
                                         s["digits"])["correct"]
       relations = np.array([judge_lib._relation_str(r) for r in s["relations"]])
       two = np.isin(relations, mnist_captions.TWO_DIGIT)
-      rows[SPLITS[metric]] = {"all": float(correct.mean()), "one digit": float(correct[~two].mean()),
+      rows[SPLITS[metric]] = {"all": float(correct.mean()),
+                              "one digit": float(correct[~two].mean()),
                               "two digits": float(correct[two].mean())}
     result["strengths"][f"{h:g}"] = rows
     print(f"h={h:g}", rows, flush=True)
