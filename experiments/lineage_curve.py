@@ -10,9 +10,9 @@ their parent's last step, what train_result.json says) continues the step count 
 hours at the parent's hours there; the parent's later steps, if any, are not part of the lineage.
 Within a run, hours are its checkpointed training minutes spread evenly over its steps.
 
-A run's parent may be gone from this machine, or no longer hold the checkpoint the run started
-from (pretrained/cpu_small_in_progress is overwritten by each shipped snapshot): the chain ends
-there. ``--earlier`` then supplies the lineage before it from an earlier call's JSON (e.g. the
+A run's parent may be gone from this machine, or hold a later run of the same lineage
+(pretrained/cpu_small_in_progress is overwritten by each shipped snapshot, and its run.json then
+points back into the chain): the chain ends there. ``--earlier`` then supplies the lineage before it from an earlier call's JSON (e.g. the
 shipped pretrained/learning_curve.json): the chain's first run is joined to the last run of that
 file at the step it started from, and the new JSON holds the whole lineage again.
 
@@ -54,6 +54,10 @@ def define_flags():
                       required=True)
 
 
+def _abs(path):
+  return os.path.abspath(path) if path else None
+
+
 def lineage(run_dir):
   """[(run_dir, start_step)] from the first run to ``run_dir`` (absolute paths); start_step is
   the parent's checkpoint this run started from (0 for the first). A parent that is gone (e.g.
@@ -61,7 +65,7 @@ def lineage(run_dir):
   from text2pixel import layout
   chain, run_dir = [], os.path.abspath(run_dir)
   while run_dir:
-    if any(run_dir == r for r, _ in chain):
+    if run_dir in [r for r, _ in chain]:
       raise app.UsageError(f"the lineage of {chain[0][0]} runs in a circle at {run_dir}")
     info = layout.read_run_info(run_dir)
     parent, start = info.get("init_from"), 0
@@ -75,13 +79,15 @@ def lineage(run_dir):
         print(f"note: {run_dir} started from {parent}, which is not here; the curve starts at "
               f"{run_dir}")
         parent = None
-      elif (info.get("init_checkpoint")
-            and not os.path.exists(info["init_checkpoint"] + ".index")):
-        print(f"note: {run_dir} started from {info['init_checkpoint']}, which {parent} no longer "
-              f"holds (another run's weights are there now); the curve starts at {run_dir}")
+      elif _abs(layout.read_run_info(parent).get("init_from")) in [r for r, _ in chain] + [
+          run_dir]:
+        # The in-progress snapshot in pretrained/ is overwritten by each ship: a run started
+        # from an older snapshot names a folder that now holds its own descendant.
+        print(f"note: {run_dir} started from {parent}, which now holds a later run of this "
+              f"lineage; the curve starts at {run_dir} (--earlier adds what came before)")
         parent = None
     chain.append((run_dir, start))
-    run_dir = parent
+    run_dir = _abs(parent)
   chain.reverse()
   return chain
 

@@ -218,6 +218,9 @@ def validate(config: Config) -> Config:
   if config.order_negatives not in ("swap", "neighbours"):
     raise ConfigError(f"order_negatives must be 'swap' or 'neighbours', got "
                       f"{config.order_negatives!r}")
+  if config.order_negatives != "swap" and not config.order_contrast:
+    raise ConfigError("order_negatives chooses the negatives of the order term: it needs "
+                      "--order_contrast > 0")
   if config.warmup_steps < 0:
     raise ConfigError(f"warmup_steps must be >= 0 (0: no warm-up), got {config.warmup_steps}")
   if config.judge_captions < 0:
