@@ -12,9 +12,10 @@ Within a run, hours are its checkpointed training minutes spread evenly over its
 
 A run's parent may be gone from this machine, or hold a later run of the same lineage
 (pretrained/cpu_small_in_progress is overwritten by each shipped snapshot, and its run.json then
-points back into the chain): the chain ends there. ``--earlier`` then supplies the lineage before it from an earlier call's JSON (e.g. the
-shipped pretrained/learning_curve.json): the chain's first run is joined to the last run of that
-file at the step it started from, and the new JSON holds the whole lineage again.
+points back into the chain): the chain ends there. ``--earlier`` then supplies the lineage
+before it from an earlier call's JSON (e.g. the shipped pretrained/learning_curve.json): the
+chain's first run is joined to the last run of that file (matched by folder name) at the step it
+started from, and the new JSON holds the whole lineage again.
 
 Judge values are the trainer's in-training judge (``validation/judge_accuracy[_heldout]``,
 ``--judge_captions`` x ``--judge_samples`` per split at each run's own guidance); ``--measured``
