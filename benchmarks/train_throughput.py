@@ -37,6 +37,8 @@ def define_flags():
   flags.DEFINE_integer("repeats", 10, "timed steps (the median is reported)")
   flags.DEFINE_string("data_dir", os.path.join(tempfile.gettempdir(), "text2pixel_bench_data"),
                       "the small data set (built here if missing)")
+  flags.DEFINE_list("set", [], "config overrides name=value (e.g. decoder_units=256), typed as "
+                    "the config's fields; the report's label names them")
   common.define_compare_flags()
   for name in common.THREAD_FLAGS + common.COMPARE_FLAGS:
     flags.declare_key_flag(name)
@@ -58,6 +60,7 @@ def main(argv):
     overrides["batch_size"] = FLAGS.batch_size
   if FLAGS.pixel_loop:
     overrides["pixel_loop"] = FLAGS.pixel_loop
+  overrides.update(parse_settings(FLAGS.set))
   config, step = make_step(FLAGS.preset, FLAGS.data_dir, **overrides)
   seconds = common.timed(step, FLAGS.warmup, FLAGS.repeats)
   pixels_per_sec = config.batch_size * config.num_pixels / seconds
@@ -65,14 +68,30 @@ def main(argv):
   gflops = flops / seconds / 1e9
   peak = common.cpu_peak_gflops()
   loop = getattr(config, "pixel_loop", "graph")
-  common.report("train_throughput", f"{FLAGS.preset} batch {config.batch_size} "
+  label = FLAGS.preset + "".join(f" {item}" for item in FLAGS.set)
+  common.report("train_throughput", f"{label} batch {config.batch_size} "
                 f"{config.mixed_precision}{' xla' if config.jit_compile else ''}, {loop} loop, "
                 f"{threads}: {seconds:.3f} s/step, {pixels_per_sec:,.0f} pixels/s, "
                 f"{gflops:.1f} GFLOP/s of a {peak:.0f} GFLOP/s fp32 peak",
-                preset=FLAGS.preset, batch_size=config.batch_size,
+                preset=FLAGS.preset, settings=FLAGS.set, batch_size=config.batch_size,
                 mixed_precision=config.mixed_precision, jit_compile=config.jit_compile,
                 pixel_loop=loop, seconds_per_step=seconds, pixels_per_sec=pixels_per_sec,
                 gflops=gflops, peak_gflops=peak, threads=threads)
+
+
+def parse_settings(items):
+  """{"decoder_units": 256, ...} from ["decoder_units=256", ...], each typed as its config field."""
+  import dataclasses
+  from text2pixel import config as config_lib
+  types = {f.name: f.type for f in dataclasses.fields(config_lib.Config)}
+  settings = {}
+  for item in items:
+    name, _, text = item.partition("=")
+    if name not in types or not text:
+      raise app.UsageError(f"--set {item!r}: expected name=value with a config field's name")
+    kind = config_lib._TYPES[getattr(types[name], "__name__", types[name])]
+    settings[name] = (text.lower() in ("1", "true")) if kind is bool else kind(text)
+  return settings
 
 
 def make_data(data_dir: str) -> None:

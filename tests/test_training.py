@@ -507,11 +507,39 @@ def test_a_new_run_starts_from_another_runs_weights_with_a_warm_up(
                              rtol=1e-6)
   assert trainer.current_learning_rate() == pytest.approx(config.learning_rate)
   assert max(losses) < 0.6 * math.log(256), losses
-  with pytest.raises(TrainingError, match=r"is a model of another shape \(decoder_units: it has "
-                                          r"32, this run 64\)"):
-    training.Trainer(_tiny(decoder_units=64, **QUIET), mnist_captions_dir,
+  with pytest.raises(TrainingError, match=r"is a model of another shape \(word_embedding_dim: "
+                                          r"it has 16, this run 24\)"):
+    training.Trainer(_tiny(word_embedding_dim=24, **QUIET), mnist_captions_dir,
                      str(tmp_path / "other"), log=lambda *_: None,
                      init_from=tiny_run_dir).restore()
+  with pytest.raises(TrainingError, match=r"decoder_units 16 is narrower than the source "
+                                          r"model's 32: a warm start can widen a model, not"):
+    training.Trainer(_tiny(decoder_units=16, **QUIET), mnist_captions_dir,
+                     str(tmp_path / "narrow"), log=lambda *_: None,
+                     init_from=tiny_run_dir).restore()
+
+
+def test_a_wider_run_starts_from_a_narrower_runs_function(tiny_run_dir, mnist_captions_dir,
+                                                           tmp_path):
+  """--init_from a run with a narrower pixel LSTM and attention layer (text2pixel/widening.py):
+  the wide model's log-likelihoods are the narrow model's, and training moves the new units'
+  switched-off weights (they are not stuck at zero)."""
+  lines = []
+  config = _tiny(decoder_units=64, attention_units=24, warmup_steps=2, **QUIET)
+  trainer = training.Trainer(config, mnist_captions_dir, str(tmp_path / "wide"),
+                             log=lines.append, init_from=tiny_run_dir)
+  assert trainer.restore() == 0
+  assert any("widened decoder_units 32 -> 64, attention_units 16 -> 24" in l for l in lines)
+  _, _, source = training.load_run(tiny_run_dir)
+  batch = next(iter(trainer._dataset(trainer.validation_files, train=False)))
+  args = (batch["caption_ids"], batch["caption_len"], batch["image"])
+  np.testing.assert_allclose(trainer.model.log_likelihood(*args).numpy(),
+                             source.log_likelihood(*args).numpy(), rtol=1e-5)
+  logits = trainer.model.output_layer.kernel
+  assert not np.any(logits.numpy()[16:])  # the new a_j units' rows: switched off
+  for _ in range(2):
+    trainer.train_step(trainer.train_iterator)
+  assert np.all(np.abs(logits.numpy()[16:]).sum(axis=1) > 0)
 
 
 def test_lineage_stops_where_the_parent_no_longer_holds_the_start_and_joins_an_earlier_file(

@@ -29,9 +29,9 @@ from text2pixel import atomic
 from text2pixel import config as config_lib
 from text2pixel import model as model_lib
 from text2pixel import judge as judge_lib, layout, metrics as metrics_lib, pictures, sampling
-from text2pixel import text as text_lib, tfrecords
+from text2pixel import text as text_lib, tfrecords, widening
 from text2pixel.config import Config
-from text2pixel.errors import CheckpointError, DataError, TrainingError
+from text2pixel.errors import CheckpointError, ConfigError, DataError, TrainingError
 
 JUDGE_METRICS = ("judge_accuracy", "judge_accuracy_heldout")
 # The reader skips captions longer than max_caption_len; a few are tolerated (and reported),
@@ -490,13 +490,24 @@ class Trainer:
       raise TrainingError(f"--init_from {source_run} was trained on another vocabulary than "
                           f"{self.data_dir}'s: its word embeddings would mean other words")
     different = {k: v for k, v in source_config.differences(self.config).items()
-                 if k in layout.MODEL_FIELDS}
+                 if k in layout.MODEL_FIELDS and k not in widening.WIDENABLE_FIELDS}
     if different:
       raise TrainingError(f"--init_from {source_run} is a model of another shape (" + "; ".join(
           f"{k}: it has {a!r}, this run {b!r}" for k, (a, b) in different.items()) + ")")
+    try:
+      grown = widening.widening(source_config, self.config)
+    except ConfigError as error:
+      raise TrainingError(f"--init_from {source_run}: {error}") from None
     if not latest:
       raise TrainingError(f"--init_from {source_run} has no checkpoint")
-    restore_model(self.model, source_config, latest)
+    if grown:  # the narrower model's function, with new units that start switched off
+      source_model = model_lib.build(source_config, len(self.vocab))
+      restore_model(source_model, source_config, latest)
+      widening.widen_into(source_model, self.model)
+      self.log("widened " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in grown.items()) +
+               " (text2pixel/widening.py: the same function; the new units start switched off)")
+    else:
+      restore_model(self.model, source_config, latest)
     if self.average:
       self.average.reset()
     if self.chief:  # where from exactly, so that a learning curve can follow the runs' lineage
