@@ -10,6 +10,7 @@ same call, alternating old and new, and prints the ratio: these machines differ 
 day to day, so only a ratio measured side by side is a speed claim.
 """
 
+import json
 import os
 import sys
 import tempfile
@@ -60,7 +61,7 @@ def main(argv):
     overrides["batch_size"] = FLAGS.batch_size
   if FLAGS.pixel_loop:
     overrides["pixel_loop"] = FLAGS.pixel_loop
-  overrides.update(parse_settings(FLAGS.set))
+  overrides.update(parse_settings(FLAGS.set, FLAGS.preset))
   config, step = make_step(FLAGS.preset, FLAGS.data_dir, **overrides)
   seconds = common.timed(step, FLAGS.warmup, FLAGS.repeats)
   pixels_per_sec = config.batch_size * config.num_pixels / seconds
@@ -79,19 +80,24 @@ def main(argv):
                 gflops=gflops, peak_gflops=peak, threads=threads)
 
 
-def parse_settings(items):
-  """{"decoder_units": 256, ...} from ["decoder_units=256", ...], each typed as its config field."""
-  import dataclasses
+def parse_settings(items, preset: str):
+  """{"decoder_units": 256, ...} from ["decoder_units=256", ...]: JSON values, typed and
+  validated as the config's fields on top of ``preset``."""
   from text2pixel import config as config_lib
-  types = {f.name: f.type for f in dataclasses.fields(config_lib.Config)}
+  from text2pixel.errors import ConfigError
   settings = {}
   for item in items:
     name, _, text = item.partition("=")
-    if name not in types or not text:
-      raise app.UsageError(f"--set {item!r}: expected name=value with a config field's name")
-    kind = config_lib._TYPES[getattr(types[name], "__name__", types[name])]
-    settings[name] = (text.lower() in ("1", "true")) if kind is bool else kind(text)
-  return settings
+    try:
+      settings[name] = json.loads(text)
+    except ValueError:
+      settings[name] = text  # a string field's value, unquoted
+  try:
+    base = json.loads(config_lib.get_preset(preset).to_json())
+    parsed = config_lib.from_json(json.dumps({**base, **settings}))
+  except ConfigError as error:
+    raise app.UsageError(f"--set {','.join(items)}: {error}") from None
+  return {name: getattr(parsed, name) for name in settings}
 
 
 def make_data(data_dir: str) -> None:

@@ -83,6 +83,37 @@ def test_fast_teacher_forcing_equals_the_samplers_cell_step_by_step(conditioning
                                err_msg=variable.name)
 
 
+@pytest.mark.parametrize("conditioning,encoder,wider", [
+    ("attention", "bilstm", dict(decoder_units=48, attention_units=24)),
+    ("attention", "bilstm_keys", dict(attention_units=20)),
+    ("mean", "embedding", dict(decoder_units=40, attention_units=4)),  # no attention layer
+    ("none", "bilstm", dict(decoder_units=48))])
+def test_a_widened_model_computes_the_narrow_models_likelihoods(conditioning, encoder, wider):
+  """text2pixel/widening.py: a narrow model's (perturbed, so no weight is at its initial value)
+  weights in a wider one give the same log-likelihoods by the fused op, the graph loop and the
+  samplers' cell."""
+  from text2pixel import widening
+  narrow_config = config_lib.get_preset("tiny").replace(conditioning=conditioning,
+                                                        encoder=encoder)
+  narrow = model_lib.build(narrow_config, vocab_size=20)
+  rng = np.random.default_rng(2)
+  for weight in narrow.weights:
+    weight.assign(weight + 0.3 * rng.standard_normal(weight.shape).astype(np.float32))
+  wide = model_lib.build(narrow_config.replace(**wider), vocab_size=20)
+  widening.widen_into(narrow, wide)
+  ids, lens = _captions(20, 3, narrow_config.max_caption_len, rng)
+  images = tf.constant(rng.integers(0, 256, size=(3, 8, 8)).astype(np.uint8))
+  expected = narrow.log_likelihood(ids, lens, images, loop="graph").numpy()
+  for loop in ("fused", "graph"):
+    np.testing.assert_allclose(wide.log_likelihood(ids, lens, images, loop=loop).numpy(),
+                               expected, rtol=1e-5, err_msg=loop)
+  stepwise = wide.pixel_log_probs(
+      wide.logits_stepwise(wide.encode(ids, lens), lens, images), images)
+  np.testing.assert_allclose(tf.reduce_sum(stepwise, -1).numpy(), expected, rtol=1e-5)
+  with pytest.raises(config_lib.ConfigError, match="decoder_units 16 is narrower"):
+    widening.widening(narrow_config, narrow_config.replace(decoder_units=16))
+
+
 def test_step_counter_counts_past_256_under_bfloat16():
   """The cell's step index (it picks the row/column embeddings) stays exact over a 32x32 raster
   when the compute dtype is bfloat16, which counts exactly only to 256."""

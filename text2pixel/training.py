@@ -484,7 +484,9 @@ class Trainer:
 
   def _warm_start(self, source_run: str) -> None:
     """A new run's model weights from another run's latest checkpoint (its weights' average if
-    it keeps one); optimizer, step and data start fresh (``warmup_steps`` eases the start)."""
+    it keeps one); optimizer, step and data start fresh (``warmup_steps`` eases the start). A
+    source with a narrower pixel LSTM or attention layer is widened into this run's model,
+    computing the same function (text2pixel/widening.py)."""
     source_config, source_vocab, latest = layout.load_run_config(source_run)
     if source_vocab != self.vocab:
       raise TrainingError(f"--init_from {source_run} was trained on another vocabulary than "
@@ -501,9 +503,13 @@ class Trainer:
     if not latest:
       raise TrainingError(f"--init_from {source_run} has no checkpoint")
     if grown:  # the narrower model's function, with new units that start switched off
-      source_model = model_lib.build(source_config, len(self.vocab))
+      # (the graph loop: building it compiles no kernel this run may not use)
+      source_model = model_lib.build(source_config.replace(pixel_loop="graph"), len(self.vocab))
       restore_model(source_model, source_config, latest)
-      widening.widen_into(source_model, self.model)
+      try:
+        widening.widen_into(source_model, self.model)
+      except ConfigError as error:
+        raise TrainingError(f"--init_from {source_run}: {error}") from None
       self.log("widened " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in grown.items()) +
                " (text2pixel/widening.py: the same function; the new units start switched off)")
     else:
@@ -515,7 +521,9 @@ class Trainer:
       # another source or none)
       layout.write_run_info(self.run_dir, {**layout.read_run_info(self.run_dir),
                                            "init_from": os.path.abspath(source_run),
-                                           "init_checkpoint": os.path.abspath(latest)})
+                                           "init_checkpoint": os.path.abspath(latest),
+                                           **({"widened": {k: list(v) for k, v in grown.items()}}
+                                              if grown else {})})
     self.log(f"started from the weights of {latest}; optimizer state and data position are new"
              + (f", the learning rate warms up over {self.config.warmup_steps} steps"
                 if self.config.warmup_steps else ""))

@@ -18,13 +18,16 @@ new units differ from each other and from zero), and every weight that carries a
     a_j columns;
   * logits (eq. 5): the output layer's rows for new a_j units (or new h^pix units where there is
     no attention layer) are zero.
-The first gradient step then moves exactly those zero weights (their gradients are the new
-units' activations times the old error signal), and the new units join in from there.
+Only the function at the start is the narrow model's. At the first gradient step the weights
+into the new units get no gradient (nothing they feed reaches the loss yet) and the zero weights
+out of them do; from the second step on the new units learn like the rest. A fresh RMSProp
+moves every weight by about 3x the learning rate at its first updates, which summed over many
+new units would shift the old units' gates: start a widened run with ``--warmup_steps``.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -38,17 +41,18 @@ WIDENABLE_FIELDS = ("decoder_units", "attention_units")
 
 def widening(source: Config, target: Config) -> Dict[str, tuple]:
   """{field: (source value, target value)} of the fields ``target`` widens; raises ConfigError
-  if one of them is narrower in ``target`` or the model has no attention layer to widen."""
+  if one of them is narrower in ``target``. attention_units counts only where the model has an
+  attention layer (conditioning "attention"); elsewhere it changes nothing that is computed."""
   grown = {}
   for field in WIDENABLE_FIELDS:
+    if field == "attention_units" and target.conditioning != "attention":
+      continue
     old, new = getattr(source, field), getattr(target, field)
     if new < old:
       raise ConfigError(f"{field} {new} is narrower than the source model's {old}: a warm "
-                        f"start can widen a model, not narrow it")
+                        f"start can widen a model, not narrow it (--{field} {old} or more)")
     if new > old:
       grown[field] = (old, new)
-  if "attention_units" in grown and target.conditioning != "attention":
-    raise ConfigError("attention_units only matters with conditioning 'attention'")
   return grown
 
 
@@ -57,9 +61,10 @@ def _gate_columns(units_old: int, units_new: int) -> np.ndarray:
   return np.concatenate([g * units_new + np.arange(units_old) for g in range(4)])
 
 
-def _place(fresh: np.ndarray, old: np.ndarray, rows, cols) -> np.ndarray:
-  """``fresh`` with ``old`` written at rows x cols (index arrays; None = all, 1-D when cols is
-  None and the weight is a vector)."""
+def _place(fresh: np.ndarray, old: np.ndarray, rows: np.ndarray,
+           cols: Optional[np.ndarray]) -> np.ndarray:
+  """``fresh`` with ``old`` written at the index arrays rows x cols (a vector: at rows, with
+  cols None)."""
   out = fresh.copy()
   if old.ndim == 1:
     out[rows] = old
@@ -116,8 +121,11 @@ def widen_into(source: tf.keras.Model, target: tf.keras.Model) -> None:
   if len(source.weights) != len(target.weights):
     raise ConfigError(f"the models have {len(source.weights)} and {len(target.weights)} weights")
   for old_variable, variable in zip(source.weights, target.weights):
-    value = widened(variable, variable.numpy(), old_variable.numpy())
-    if value.shape != tuple(variable.shape):
+    try:
+      value = widened(variable, variable.numpy(), old_variable.numpy())
+    except (IndexError, ValueError):  # a weight of a size this module does not know
+      value = None
+    if value is None or value.shape != tuple(variable.shape):
       raise ConfigError(f"cannot widen weight {old_variable.name} {tuple(old_variable.shape)} "
                         f"into {variable.name} {tuple(variable.shape)}")
     variable.assign(value.astype(variable.dtype.as_numpy_dtype))
