@@ -84,9 +84,10 @@ def test_fast_teacher_forcing_equals_the_samplers_cell_step_by_step(conditioning
 
 
 @pytest.mark.parametrize("conditioning,encoder,wider", [
-    ("attention", "bilstm", dict(decoder_units=48, attention_units=24)),
-    ("attention", "bilstm_keys", dict(attention_units=20)),
-    ("mean", "embedding", dict(decoder_units=40, attention_units=4)),  # no attention layer
+    ("attention", "bilstm", dict(decoder_units=48, attention_units=24, encoder_units=24)),
+    ("attention", "bilstm_keys", dict(attention_units=20, encoder_units=20)),
+    ("attention", "embedding", dict(decoder_units=40, encoder_units=4)),  # no BiLSTM
+    ("mean", "bilstm", dict(decoder_units=40, encoder_units=24, attention_units=4)),
     ("none", "bilstm", dict(decoder_units=48))])
 def test_a_widened_model_computes_the_narrow_models_likelihoods(conditioning, encoder, wider):
   """text2pixel/widening.py: a narrow model's (perturbed, so no weight is at its initial value)

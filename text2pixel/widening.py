@@ -1,21 +1,25 @@
 """A trained model's weights in a wider model that computes the same function.
 
-``--init_from`` a run whose pixel LSTM (``decoder_units``) or attention layer
-(``attention_units``) is narrower than the new run's: the new run starts where the old one is
-instead of from scratch (the idea of Net2Net, Chen et al. 2016, with new units that start
-switched off rather than copies of old ones). The shipped model took hours of this CPU to get
-where it is; a wider model from scratch would need as long again before it could be compared.
+``--init_from`` a run whose pixel LSTM (``decoder_units``), attention layer
+(``attention_units``) or caption BiLSTM (``encoder_units``) is narrower than the new run's: the
+new run starts where the old one is instead of from scratch (the idea of Net2Net, Chen et al.
+2016, with new units that start switched off rather than copies of old ones). The shipped model
+took hours of this CPU to get where it is; a wider model from scratch would need as long again
+before it could be compared.
 
-How the function is kept. Every weight of the narrow model is placed where its unit sits in the
+How the function is kept. Every weight of the narrow model is placed where its units sit in the
 wide one; a new unit keeps the wide model's fresh initial values for what flows *into* it (so the
 new units differ from each other and from zero), and every weight that carries a new unit's value
 *out* to something the narrow model had is zero:
-  * LSTM gates (eq. 6): rows of W_rec for a new h^pix_{j-1} or a new a_{j-1} unit are zero in the
-    old units' gate columns (the new units' own columns keep their initial values);
-  * attention (eq. 9): the new units' columns of W_a (Luong's memory layer) are zero, so the
-    scores h^pix_j . W_a h^lang_i, hence alpha_ji and c^lang_j, are the old ones;
-  * a_j = tanh(W_c [h^pix_j ; c^lang_j]): rows of W_c for new h^pix units are zero in the old
-    a_j columns;
+  * LSTM gates (eq. 6, and the BiLSTM's): rows of the recurrent kernel for a new h_{j-1} (or new
+    a_{j-1}) unit are zero in the old units' gate columns; the new units' own columns keep their
+    initial values;
+  * attention (eq. 9): the new pixel units' columns of W_a (Luong's memory layer) are zero, and
+    so are its rows for new BiLSTM features, so the scores h^pix_j . W_a h^lang_i, hence alpha_ji,
+    are the old ones;
+  * a_j = tanh(W_c [h^pix_j ; c^lang_j]): rows of W_c for new h^pix units and new annotation
+    features are zero in the old a_j columns (with ``conditioning="mean"``, the same for the
+    context's rows of the pixel LSTM's input kernel);
   * logits (eq. 5): the output layer's rows for new a_j units (or new h^pix units where there is
     no attention layer) are zero.
 Only the function at the start is the narrow model's. At the first gradient step the weights
@@ -36,16 +40,25 @@ from text2pixel.config import Config
 from text2pixel.errors import ConfigError
 
 # The model fields a warm start may grow; every other model field must match.
-WIDENABLE_FIELDS = ("decoder_units", "attention_units")
+WIDENABLE_FIELDS = ("decoder_units", "attention_units", "encoder_units")
+
+
+def _matters(field: str, config: Config) -> bool:
+  """Whether the field changes what the model computes (a BiLSTM, an attention layer)."""
+  if field == "attention_units":
+    return config.conditioning == "attention"
+  if field == "encoder_units":
+    return config.conditioning != "none" and config.encoder in ("bilstm", "bilstm_keys")
+  return True
 
 
 def widening(source: Config, target: Config) -> Dict[str, tuple]:
   """{field: (source value, target value)} of the fields ``target`` widens; raises ConfigError
-  if one of them is narrower in ``target``. attention_units counts only where the model has an
-  attention layer (conditioning "attention"); elsewhere it changes nothing that is computed."""
+  if one of them is narrower in ``target``. A field counts only where the model has what it
+  sizes (attention_units an attention layer, encoder_units a BiLSTM)."""
   grown = {}
   for field in WIDENABLE_FIELDS:
-    if field == "attention_units" and target.conditioning != "attention":
+    if not _matters(field, target):
       continue
     old, new = getattr(source, field), getattr(target, field)
     if new < old:
@@ -61,15 +74,18 @@ def _gate_columns(units_old: int, units_new: int) -> np.ndarray:
   return np.concatenate([g * units_new + np.arange(units_old) for g in range(4)])
 
 
-def _place(fresh: np.ndarray, old: np.ndarray, rows: np.ndarray,
-           cols: Optional[np.ndarray]) -> np.ndarray:
-  """``fresh`` with ``old`` written at the index arrays rows x cols (a vector: at rows, with
-  cols None)."""
+def _grow(fresh: np.ndarray, old: np.ndarray, rows: np.ndarray,
+          cols: Optional[np.ndarray] = None) -> np.ndarray:
+  """``fresh`` with ``old`` at the index arrays rows x cols, and zero where a row ``rows`` does
+  not name (an input from a new unit) meets an old column (an output the old model had). A
+  vector (a bias) is placed at ``rows``."""
   out = fresh.copy()
   if old.ndim == 1:
     out[rows] = old
-  else:
-    out[np.ix_(rows, cols)] = old
+    return out
+  new_rows = np.setdiff1d(np.arange(fresh.shape[0]), rows)
+  out[np.ix_(new_rows, cols)] = 0.0
+  out[np.ix_(rows, cols)] = old
   return out
 
 
@@ -79,41 +95,44 @@ def widen_into(source: tf.keras.Model, target: tf.keras.Model) -> None:
   WIDENABLE_FIELDS, each no narrower in ``target``."""
   s_config, t_config = source.config, target.config
   widening(s_config, t_config)
+  attends = t_config.conditioning == "attention"
   u_old, u_new = s_config.decoder_units, t_config.decoder_units
-  attends = s_config.conditioning == "attention"
-  a_old = s_config.attention_units if attends else 0
-  a_new = t_config.attention_units if attends else 0
-  gate_cols = _gate_columns(u_old, u_new)
-  old_a, new_h_rows = np.arange(a_old), a_new + np.arange(u_old, u_new)
-  old_h_in_rec = a_new + np.arange(u_old)  # W_rec's rows: [a_{j-1} ; h^pix_{j-1}]
-
+  a_old, a_new = ((s_config.attention_units, t_config.attention_units) if attends else (0, 0))
+  e_old, e_new = s_config.encoder_units, t_config.encoder_units
+  # Where each old feature sits in the wide model's vectors.
+  h_pix, a = np.arange(u_old), np.arange(a_old)
+  bilstm_features = np.concatenate([np.arange(e_old), e_new + np.arange(e_old)])  # [fwd ; bwd]
+  keys = bilstm_features if t_config.encoder != "embedding" else np.arange(s_config.annotation_dim)
+  annotations = (bilstm_features if t_config.encoder == "bilstm"
+                 else np.arange(s_config.annotation_dim))  # c^lang_j's (the values)
   cell = target.pixel_cell
+  rules = {  # weight -> its (rows, columns) in the wide model
+      cell.bias.ref(): (_gate_columns(u_old, u_new), None),
+      cell.recurrent_kernel.ref(): (np.concatenate([a, a_new + h_pix]),
+                                    _gate_columns(u_old, u_new)),
+      target.output_layer.kernel.ref(): (a if attends else h_pix, np.arange(t_config.num_levels)),
+  }
+  context_dim = cell.context_dim  # the mean baseline's context: the input kernel's last rows
+  old_inputs = np.arange(sum(cell.feature_sizes) - context_dim)
+  if context_dim:
+    old_inputs = np.concatenate([old_inputs, old_inputs.size + annotations])
+  rules[cell.input_kernel.ref()] = (old_inputs, _gate_columns(u_old, u_new))
+  if attends:
+    rules[target.attention_layer.kernel.ref()] = (np.concatenate([h_pix, u_new + annotations]), a)
+  if hasattr(target, "encoder"):
+    for lstm in (target.encoder.forward_layer, target.encoder.backward_layer):
+      gates = _gate_columns(e_old, e_new)
+      rules[lstm.cell.kernel.ref()] = (np.arange(t_config.word_embedding_dim), gates)
+      rules[lstm.cell.recurrent_kernel.ref()] = (np.arange(e_old), gates)
+      rules[lstm.cell.bias.ref()] = (gates, None)
 
   def widened(variable, fresh: np.ndarray, old: np.ndarray) -> np.ndarray:
-    if variable is cell.input_kernel:
-      return _place(fresh, old, np.arange(old.shape[0]), gate_cols)
-    if variable is cell.bias:
-      return _place(fresh, old, gate_cols, None)
-    if variable is cell.recurrent_kernel:
-      out = _place(fresh, old, np.concatenate([old_a, old_h_in_rec]), gate_cols)
-      new_rows = np.concatenate([np.arange(a_old, a_new), new_h_rows])
-      out[np.ix_(new_rows, gate_cols)] = 0.0
-      return out
     if attends and variable is target.attention_mechanism.memory_layer.kernel:
-      out = np.zeros_like(fresh)          # W_a: the new units' key columns stay zero
-      out[:, :u_old] = old
+      out = np.zeros_like(fresh)  # W_a: new keys (features or pixel units) score nothing
+      out[np.ix_(keys, h_pix)] = old
       return out
-    if attends and variable is target.attention_layer.kernel:
-      # W_c's rows: [h^pix_j (decoder_units) ; c^lang_j (annotation_dim)].
-      context_rows = np.arange(old.shape[0] - u_old)
-      out = _place(fresh, old, np.concatenate([np.arange(u_old), u_new + context_rows]),
-                   np.arange(a_old))
-      out[np.ix_(np.arange(u_old, u_new), np.arange(a_old))] = 0.0
-      return out
-    if variable is target.output_layer.kernel:
-      out = np.zeros_like(fresh)          # logits ignore the new units at first
-      out[:old.shape[0]] = old
-      return out
+    if variable.ref() in rules:
+      return _grow(fresh, old, *rules[variable.ref()])
     return old
 
   # Both models create their weights in the same order (AlignPixelRNN keeps it for the moving
@@ -129,5 +148,3 @@ def widen_into(source: tf.keras.Model, target: tf.keras.Model) -> None:
       raise ConfigError(f"cannot widen weight {old_variable.name} {tuple(old_variable.shape)} "
                         f"into {variable.name} {tuple(variable.shape)}")
     variable.assign(value.astype(variable.dtype.as_numpy_dtype))
-
-

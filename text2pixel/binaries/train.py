@@ -26,7 +26,8 @@ flags.DEFINE_float("collective_timeout_s", 120.0,
 flags.DEFINE_string("init_from", "",
                     "a new run starts from this run's latest weights (e.g. pretrained/"
                     "cpu_small_in_progress) with a fresh optimizer; use with --warmup_steps. "
-                    "A wider --decoder_units / --attention_units than the source's widens its "
+                    "A wider --decoder_units / --attention_units / --encoder_units than the "
+                    "source's widens its "
                     "model, keeping what it computes")
 
 
