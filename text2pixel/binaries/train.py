@@ -27,8 +27,7 @@ flags.DEFINE_string("init_from", "",
                     "a new run starts from this run's latest weights (e.g. pretrained/"
                     "cpu_small_in_progress) with a fresh optimizer; use with --warmup_steps. "
                     "A wider --decoder_units / --attention_units / --encoder_units than the "
-                    "source's widens its "
-                    "model, keeping what it computes")
+                    "source's widens its model, keeping what it computes")
 
 
 def check_flags():
