@@ -487,6 +487,7 @@ def test_a_new_run_starts_from_another_runs_weights_with_a_warm_up(
                              preset="tiny", init_from=tiny_run_dir)
   assert trainer.restore() == 0
   assert any("started from the weights of" in l and "warms up over 4 steps" in l for l in lines)
+  assert any("--seed 1234 is the source run's" in l for l in lines)  # it replays the batches
   _, _, source = training.load_run(tiny_run_dir)
   for a, b in zip(trainer.model.weights, source.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
@@ -525,11 +526,12 @@ def test_a_wider_run_starts_from_a_narrower_runs_function(tiny_run_dir, mnist_ca
   the wide model's log-likelihoods are the narrow model's, and training moves the new units'
   switched-off weights (they are not stuck at zero)."""
   lines = []
-  config = _tiny(decoder_units=64, attention_units=24, warmup_steps=2, **QUIET)
+  config = _tiny(decoder_units=64, attention_units=24, warmup_steps=2, seed=7, **QUIET)
   trainer = training.Trainer(config, mnist_captions_dir, str(tmp_path / "wide"),
                              log=lines.append, init_from=tiny_run_dir)
   assert trainer.restore() == 0
   assert any("widened decoder_units 32 -> 64, attention_units 16 -> 24" in l for l in lines)
+  assert not any("is the source run's" in l for l in lines)  # another seed: other batches
   _, _, source = training.load_run(tiny_run_dir)
   batch = next(iter(trainer._dataset(trainer.validation_files, train=False)))
   args = (batch["caption_ids"], batch["caption_len"], batch["image"])

@@ -527,6 +527,10 @@ class Trainer:
     self.log(f"started from the weights of {latest}; optimizer state and data position are new"
              + (f", the learning rate warms up over {self.config.warmup_steps} steps"
                 if self.config.warmup_steps else ""))
+    if source_config.seed == self.config.seed:
+      self.log(f"note: --seed {self.config.seed} is the source run's, so this run's batches, "
+               f"caption dropout and order-term draws repeat the source's from its step 0; "
+               f"give another --seed to train on batches in another order")
 
   def current_learning_rate(self) -> float:
     if isinstance(self.learning_rate, LinearWarmup):
