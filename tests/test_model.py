@@ -88,6 +88,7 @@ def test_fast_teacher_forcing_equals_the_samplers_cell_step_by_step(conditioning
     ("attention", "bilstm_keys", dict(attention_units=20, encoder_units=20)),
     ("attention", "embedding", dict(decoder_units=40, encoder_units=4)),  # no BiLSTM
     ("mean", "bilstm", dict(decoder_units=40, encoder_units=24, attention_units=4)),
+    ("mean", "embedding", dict(decoder_units=40, encoder_units=4)),  # no BiLSTM to widen
     ("none", "bilstm", dict(decoder_units=48))])
 def test_a_widened_model_computes_the_narrow_models_likelihoods(conditioning, encoder, wider):
   """text2pixel/widening.py: a narrow model's (perturbed, so no weight is at its initial value)
@@ -108,6 +109,9 @@ def test_a_widened_model_computes_the_narrow_models_likelihoods(conditioning, en
   for loop in ("fused", "graph"):
     np.testing.assert_allclose(wide.log_likelihood(ids, lens, images, loop=loop).numpy(),
                                expected, rtol=1e-5, err_msg=loop)
+  if wider.get("encoder_units", 0) > narrow_config.encoder_units:  # the new BiLSTM units live
+    features = wide.encode(ids, lens).numpy()[..., -wide.config.encoder_units:]
+    assert np.abs(features[..., narrow_config.encoder_units:]).max() > 1e-3
   stepwise = wide.pixel_log_probs(
       wide.logits_stepwise(wide.encode(ids, lens), lens, images), images)
   np.testing.assert_allclose(tf.reduce_sum(stepwise, -1).numpy(), expected, rtol=1e-5)

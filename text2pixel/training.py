@@ -485,7 +485,8 @@ class Trainer:
   def _warm_start(self, source_run: str) -> None:
     """A new run's model weights from another run's latest checkpoint (its weights' average if
     it keeps one); optimizer, step and data start fresh (``warmup_steps`` eases the start). A
-    source with a narrower pixel LSTM or attention layer is widened into this run's model,
+    source with a narrower pixel LSTM, attention layer or caption BiLSTM is widened into this
+    run's model,
     computing the same function (text2pixel/widening.py)."""
     source_config, source_vocab, latest = layout.load_run_config(source_run)
     if source_vocab != self.vocab:
@@ -528,9 +529,9 @@ class Trainer:
              + (f", the learning rate warms up over {self.config.warmup_steps} steps"
                 if self.config.warmup_steps else ""))
     if source_config.seed == self.config.seed:
-      self.log(f"note: --seed {self.config.seed} is the source run's, so this run's batches, "
-               f"caption dropout and order-term draws repeat the source's from its step 0; "
-               f"give another --seed to train on batches in another order")
+      self.log(f"note: --seed {self.config.seed} is the source run's, so on the same data at "
+               f"the same batch size this run's batches, caption dropout and order-term draws "
+               f"repeat the source's from its step 0; give another --seed for another order")
 
   def current_learning_rate(self) -> float:
     if isinstance(self.learning_rate, LinearWarmup):

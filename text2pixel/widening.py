@@ -92,7 +92,8 @@ def _grow(fresh: np.ndarray, old: np.ndarray, rows: np.ndarray,
 def widen_into(source: tf.keras.Model, target: tf.keras.Model) -> None:
   """Sets ``target``'s weights (its fresh initial values for new units) so that it computes what
   ``source`` computes. Both are built AlignPixelRNN models whose configs differ at most in
-  WIDENABLE_FIELDS, each no narrower in ``target``."""
+  WIDENABLE_FIELDS, each that sizes something the model has (see :func:`widening`) no narrower
+  in ``target``."""
   s_config, t_config = source.config, target.config
   widening(s_config, t_config)
   attends = t_config.conditioning == "attention"
