@@ -486,8 +486,7 @@ class Trainer:
     """A new run's model weights from another run's latest checkpoint (its weights' average if
     it keeps one); optimizer, step and data start fresh (``warmup_steps`` eases the start). A
     source with a narrower pixel LSTM, attention layer or caption BiLSTM is widened into this
-    run's model,
-    computing the same function (text2pixel/widening.py)."""
+    run's model, computing the same function (text2pixel/widening.py)."""
     source_config, source_vocab, latest = layout.load_run_config(source_run)
     if source_vocab != self.vocab:
       raise TrainingError(f"--init_from {source_run} was trained on another vocabulary than "
@@ -497,20 +496,19 @@ class Trainer:
     if different:
       raise TrainingError(f"--init_from {source_run} is a model of another shape (" + "; ".join(
           f"{k}: it has {a!r}, this run {b!r}" for k, (a, b) in different.items()) + ")")
-    try:
-      grown = widening.widening(source_config, self.config)
-    except ConfigError as error:
-      raise TrainingError(f"--init_from {source_run}: {error}") from None
     if not latest:
       raise TrainingError(f"--init_from {source_run} has no checkpoint")
-    if grown:  # the narrower model's function, with new units that start switched off
-      # (the graph loop: building it compiles no kernel this run may not use)
-      source_model = model_lib.build(source_config.replace(pixel_loop="graph"), len(self.vocab))
-      restore_model(source_model, source_config, latest)
-      try:
+    try:
+      grown = widening.widening(source_config, self.config)
+      if grown:  # the narrower model's function, with new units that start switched off
+        # (the graph loop: building it compiles no kernel this run may not use)
+        source_model = model_lib.build(source_config.replace(pixel_loop="graph"),
+                                       len(self.vocab))
+        restore_model(source_model, source_config, latest)
         widening.widen_into(source_model, self.model)
-      except ConfigError as error:
-        raise TrainingError(f"--init_from {source_run}: {error}") from None
+    except ConfigError as error:
+      raise TrainingError(f"--init_from {source_run}: {error}") from None
+    if grown:
       self.log("widened " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in grown.items()) +
                " (text2pixel/widening.py: the same function; the new units start switched off)")
     else:

@@ -121,8 +121,8 @@ def widen_into(source: tf.keras.Model, target: tf.keras.Model) -> None:
   if attends:
     rules[target.attention_layer.kernel.ref()] = (np.concatenate([h_pix, u_new + annotations]), a)
   if hasattr(target, "encoder"):
+    gates = _gate_columns(e_old, e_new)
     for lstm in (target.encoder.forward_layer, target.encoder.backward_layer):
-      gates = _gate_columns(e_old, e_new)
       rules[lstm.cell.kernel.ref()] = (np.arange(t_config.word_embedding_dim), gates)
       rules[lstm.cell.recurrent_kernel.ref()] = (np.arange(e_old), gates)
       rules[lstm.cell.bias.ref()] = (gates, None)
