@@ -199,6 +199,50 @@ def test_bilstm_keys_score_by_the_bilstm_and_bring_the_words():
                                err_msg=method)
 
 
+@pytest.mark.parametrize("encoder", ["bilstm", "bilstm_keys"])
+def test_alignments_recomputed_from_the_loops_queries_are_its_attention(encoder):
+  """model.logits_and_alignments: its alpha (eqs. 8-9 from the queries h^pix_j the fast loop ran
+  with) is the fused decoder's alpha, its logits the loop's, and a loss on log alpha has the
+  same gradient for every weight through the fused op (its h gradient) as through the graph
+  loop's autodiff; padding gets no attention."""
+  rng = np.random.default_rng(3)
+  config = config_lib.get_preset("tiny").replace(encoder=encoder)
+  ids, lens = _captions(20, 3, config.max_caption_len, rng)
+  images = tf.constant(rng.integers(0, 256, size=(3, 8, 8)).astype(np.uint8))
+  inputs = dict(caption_ids=tf.constant(ids), caption_len=tf.constant(lens), image=images)
+  weights = tf.constant(rng.uniform(size=(3, 64, config.max_caption_len)), tf.float32)
+  results = {}
+  for loop in ("fused", "graph"):
+    model = model_lib.build(config.replace(pixel_loop=loop), vocab_size=20)
+    if loop == "graph":
+      for target, source in zip(model.weights, results["fused"]["model"].weights):
+        target.assign(source)
+    with tf.GradientTape() as tape:
+      logits, log_alpha = model.logits_and_alignments(inputs)
+      loss = -tf.reduce_sum(weights * log_alpha)
+    results[loop] = dict(model=model, logits=logits.numpy(), alpha=np.exp(log_alpha.numpy()),
+                         grads=tape.gradient(loss, model.trainable_variables))
+  fused, graph = results["fused"], results["graph"]
+  pixels = tf.reshape(tf.cast(images, tf.int32), [3, 64])
+  decoder_alpha = fused["model"].decode_fused(fused["model"].encode(ids, lens), lens, "score",
+                                              targets=pixels)[2].numpy()
+  np.testing.assert_allclose(fused["alpha"], decoder_alpha, atol=1e-5)
+  np.testing.assert_allclose(graph["alpha"], decoder_alpha, atol=1e-5)
+  np.testing.assert_allclose(graph["logits"], fused["logits"], atol=1e-5)
+  padding = np.arange(config.max_caption_len)[None, None, :] >= lens[:, None, None]
+  assert fused["alpha"][np.broadcast_to(padding, fused["alpha"].shape)].max() == 0
+  np.testing.assert_allclose(fused["alpha"].sum(-1), 1, rtol=1e-5)
+  moved = 0
+  for variable, a, b in zip(fused["model"].trainable_variables, fused["grads"], graph["grads"]):
+    if b is None:  # what the attention does not depend on (the output layer)
+      assert a is None or np.abs(tf.convert_to_tensor(a).numpy()).max() == 0, variable.name
+      continue
+    a, b = tf.convert_to_tensor(a).numpy(), tf.convert_to_tensor(b).numpy()
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4, err_msg=variable.name)
+    moved += np.abs(b).max() > 0
+  assert moved >= 5  # the pixel LSTM's weights, W_a, the encoder: the loss reaches them
+
+
 def _trainer(run_dir, data_dir, **changes):
   config = config_lib.get_preset("tiny").replace(**changes)
   return training.Trainer(config, data_dir, run_dir, log=lambda *_: None)

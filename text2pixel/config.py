@@ -83,6 +83,18 @@ class Config:
   # the term then asks for the digit at each place, where most two-digit samples fail (the
   # judge's breakdown: "one digit in both places", "wrong digit").
   order_negatives: str = "swap"
+  # Extension (MNIST-with-captions, attention): weight of a term that tells the attention which
+  # word each place belongs to: per image, the sum over pixels inside exactly one named digit's
+  # box of -log alpha_{j, that digit's word} (eq. 8), in nats per pixel like the loss. The
+  # records hold each digit's box; the likelihood alone leaves which digit goes where to about
+  # one bit per image, and models trained on it draw pairs' digits as a bag (experiments/
+  # NOTEBOOK.md, "Which digit goes where"). Sampling is unchanged. 0 = off (the paper).
+  attention_supervision: float = 0.0
+  # Which of a digit's pixels attention_supervision asks for: "ink", those that hold a stroke
+  # (>= the judge's ink floor, 64), or "box", every pixel of its box. With "box" the blank part
+  # of the box can no longer attend to the relation's words, and samples lost their layout
+  # (experiments/NOTEBOOK.md, "Telling the attention where each digit's word is").
+  attention_supervised_pixels: str = "ink"
 
   # --- bookkeeping --------------------------------------------------------------------------
   log_every: int = 50
@@ -218,6 +230,15 @@ def validate(config: Config) -> Config:
   if config.order_negatives not in ("swap", "neighbours"):
     raise ConfigError(f"order_negatives must be 'swap' or 'neighbours', got "
                       f"{config.order_negatives!r}")
+  if config.attention_supervision < 0:
+    raise ConfigError("attention_supervision must be >= 0 (0 turns it off), got "
+                      f"{config.attention_supervision}")
+  if config.attention_supervision and config.conditioning != "attention":
+    raise ConfigError("attention_supervision trains the attention over the caption's words: it "
+                      f"needs conditioning='attention', got {config.conditioning!r}")
+  if config.attention_supervised_pixels not in ("ink", "box"):
+    raise ConfigError("attention_supervised_pixels must be 'ink' or 'box', got "
+                      f"{config.attention_supervised_pixels!r}")
   if config.order_negatives != "swap" and not config.order_contrast:
     raise ConfigError("order_negatives chooses the negatives of the order term: it needs "
                       "--order_contrast > 0")

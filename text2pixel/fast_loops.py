@@ -103,8 +103,9 @@ def _fused_attention(model, annotations, caption_len) -> dict:
               attention_kernel=_f32(model.attention_layer.kernel))
 
 
-def fused_logits(model, annotations, caption_len, pixels, dtype) -> tf.Tensor:
-  """Teacher-forced logits [batch, num_pixels, 256] with the whole loop in one C++ op."""
+def fused_logits(model, annotations, caption_len, pixels, dtype):
+  """Teacher-forced (logits [batch, num_pixels, 256], h^pix [batch, num_pixels, units]) with the
+  whole loop in one C++ op."""
   from text2pixel import kernels  # compiled on first use
   tables = input_tables(model.pixel_cell, model.pixel_embedding.embeddings,
                         model.conditioning.context(annotations, caption_len),
@@ -112,8 +113,9 @@ def fused_logits(model, annotations, caption_len, pixels, dtype) -> tf.Tensor:
   loop = kernels.pixel_loop(tables.tables, teacher_forced_ids(tables, pixels), tables.base,
                             _f32(model.pixel_cell.recurrent_kernel),
                             **_fused_attention(model, annotations, caption_len))
-  return model.output_layer(tf.cast(loop.attention if model.conditioning.attends else loop.h,
-                                    dtype))                                  # eq. 5
+  logits = model.output_layer(tf.cast(loop.attention if model.conditioning.attends else loop.h,
+                                      dtype))                                # eq. 5
+  return logits, loop.h
 
 
 def fused_decode(model, annotations, caption_len, mode: str, targets=None, uniforms=None,
@@ -245,8 +247,9 @@ def _shifted(x: tf.Tensor) -> tf.Tensor:
   return tf.concat([tf.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
 
 
-def graph_logits(model, annotations, caption_len, pixels, dtype) -> tf.Tensor:
-  """Teacher-forced logits [batch, num_pixels, 256] in one Keras RNN of TensorFlow ops."""
+def graph_logits(model, annotations, caption_len, pixels, dtype):
+  """Teacher-forced (logits [batch, num_pixels, 256], h^pix [batch, num_pixels, units]) in one
+  Keras RNN of TensorFlow ops."""
   c = model.config
   cell = model.pixel_cell
   batch = tf.shape(pixels)[0]
@@ -263,7 +266,7 @@ def graph_logits(model, annotations, caption_len, pixels, dtype) -> tf.Tensor:
     h = tf.keras.layers.RNN(lstm, return_sequences=True, name="pixel_rnn")(
         inputs, initial_state=lstm.get_initial_state(batch_size=batch, dtype=dtype))
     recurrent.set_loop_inputs(_shifted(h))
-    return model.output_layer(h)                                             # eq. 5
+    return model.output_layer(h), h                                          # eq. 5
 
   units, memory_time = c.decoder_units, c.max_caption_len
   attention_weights = DeferredWeightGradient(
@@ -284,11 +287,12 @@ def graph_logits(model, annotations, caption_len, pixels, dtype) -> tf.Tensor:
   context = tf.matmul(tf.cast(alignments, tf.float32), model.attention_mechanism.values)
   attention_weights.set_loop_inputs(tf.cast(tf.concat([tf.cast(h, tf.float32), context], -1),
                                             dtype))
-  return model.output_layer(attention)                                       # eq. 5
+  return model.output_layer(attention), h                                    # eq. 5
 
 
-def teacher_forced_logits(model, annotations, caption_len, images) -> tf.Tensor:
-  """Logits [batch, num_pixels, 256] of known images by the config's ``pixel_loop``."""
+def teacher_forced_logits(model, annotations, caption_len, images):
+  """(logits [batch, num_pixels, 256], h^pix_j [batch, num_pixels, units]) of known images by the
+  config's ``pixel_loop``; h^pix_j is what pixel j's attention queried (eq. 9)."""
   pixels = tf.reshape(tf.cast(images, tf.int32), [-1, model.config.num_pixels])
   dtype = model.compute_dtype_for_state()
   loop = fused_logits if model.config.pixel_loop == "fused" else graph_logits

@@ -442,7 +442,29 @@ class AlignPixelRNN(tf.keras.Model):
     """What :meth:`logits_stepwise` computes, by the fast teacher-forcing loop of the config's
     ``pixel_loop`` (text2pixel/fast_loops.py), built for gradients."""
     from text2pixel import fast_loops
-    return fast_loops.teacher_forced_logits(self, annotations, caption_len, images)
+    return fast_loops.teacher_forced_logits(self, annotations, caption_len, images)[0]
+
+  def logits_and_alignments(self, inputs: Dict[str, tf.Tensor]):
+    """Teacher-forced logits (as :meth:`call` in training) and log alpha_ji [batch, pixels,
+    words] of every pixel j over the words i, differentiable (what attention supervision trains).
+
+    alpha is recomputed from the queries the fast loop ran with: eq. 9's Luong score
+    e_ji = h^pix_j . W_a h^lang_i over the mechanism's keys, eq. 8's softmax over real words.
+    Padding gets a large negative score rather than -inf, so a zero weight times its log alpha
+    is zero.
+    """
+    if not self.conditioning.attends:
+      raise ValueError(f"conditioning {self.config.conditioning!r} has no attention to align")
+    from text2pixel import fast_loops
+    caption_len = inputs["caption_len"]
+    annotations = self.encode(inputs["caption_ids"], caption_len)
+    logits, queries = fast_loops.teacher_forced_logits(self, annotations, caption_len,
+                                                       inputs["image"])
+    keys = self.attention_mechanism.keys  # W_a h^lang_i, set by the loop for this batch
+    scores = tf.einsum("bju,biu->bji", tf.cast(queries, tf.float32), keys)      # eq. 9
+    real_word = tf.sequence_mask(caption_len, tf.shape(keys)[1])[:, None, :]
+    scores = tf.where(real_word, scores, tf.constant(-1e9, tf.float32))
+    return logits, tf.nn.log_softmax(scores)                                    # eq. 8
 
   def call(self, inputs: Dict[str, tf.Tensor], training=None) -> tf.Tensor:
     """Teacher-forced logits. The fused loop serves both training and validation; the graph

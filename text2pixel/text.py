@@ -58,7 +58,7 @@ def empty_captions(like_ids):
   return ids, tf.ones([batch], tf.int32)
 
 
-def _two_word_slots(ids, word_ids):
+def two_word_slots(ids, word_ids):
   """Where a caption holds words of ``word_ids``: (how many [batch], first and last position,
   the words there)."""
   import tensorflow as tf
@@ -79,7 +79,7 @@ def swap_two_words(ids, word_ids, forbidden_pairs=()):
   holds exactly two such words, they differ, and they are not one of ``forbidden_pairs`` (word id
   pairs, either order); the others come back unchanged."""
   import tensorflow as tf
-  count, first, last, first_word, last_word = _two_word_slots(ids, word_ids)
+  count, first, last, first_word, last_word = two_word_slots(ids, word_ids)
   eligible = (count == 2) & (first_word != last_word)
   for a, b in forbidden_pairs:
     eligible &= ~(((first_word == a) & (last_word == b)) | ((first_word == b) & (last_word == a)))
@@ -101,7 +101,7 @@ def neighbour_of_two_words(ids, word_ids, draws, forbidden_pairs=()):
   import tensorflow as tf
   words = tf.cast(tf.reshape(word_ids, [-1]), ids.dtype)
   num_words = tf.shape(words)[0]
-  count, first, last, first_word, last_word = _two_word_slots(ids, words)
+  count, first, last, first_word, last_word = two_word_slots(ids, words)
   kind = tf.minimum(tf.cast(draws[:, 0] * 4, tf.int32), 3)  # swap, repeat 1st, repeat 2nd, replace
   replace_first = draws[:, 1] < 0.5
   replaced = tf.where(replace_first, first_word, last_word)

@@ -127,13 +127,18 @@ def parse_example(serialized: tf.Tensor, image_side: int = STORED_SIDE) -> Dict[
 
 
 MODEL_KEYS = ("image", "caption_ids", "caption_len")
+MAX_DIGITS = 2  # an MNIST-with-captions image holds one or two digits
 
 
 def make_dataset(files: Sequence[str], batch_size: int, image_side: int, max_caption_len: int,
                  shuffle: bool = False, repeat: bool = False, seed: Optional[int] = None,
                  shuffle_buffer: int = 10_000, model_inputs_only: bool = True,
-                 drop_remainder: bool = True, skip_batches: int = 0) -> tf.data.Dataset:
+                 drop_remainder: bool = True, skip_batches: int = 0,
+                 with_boxes: bool = False) -> tf.data.Dataset:
   """Parse, (shuffle), pad-batch captions to max_caption_len, (skip), prefetch.
+
+  ``with_boxes`` adds to the model's inputs each example's digit boxes, "boxes" [8] int32: up to
+  two (row0, col0, row1, col1) on the 32x32 image, zeros for a missing digit (MNIST only).
 
   Captions are padded to one fixed length so every batch has the same static shape and the
   training step is traced once. Captions longer than max_caption_len are dropped; how many, is
@@ -154,9 +159,12 @@ def make_dataset(files: Sequence[str], batch_size: int, image_side: int, max_cap
               deterministic=True)
   ds = ds.filter(lambda e: e["caption_len"] <= max_caption_len)
   if model_inputs_only:
-    ds = ds.map(lambda e: {k: e[k] for k in MODEL_KEYS})
+    keys = MODEL_KEYS + (("boxes",) if with_boxes else ())
+    ds = ds.map(lambda e: {k: e[k] for k in keys})
     shapes = {"image": [image_side, image_side], "caption_ids": [max_caption_len],
               "caption_len": []}
+    if with_boxes:
+      shapes["boxes"] = [4 * MAX_DIGITS]
   else:
     shapes = {"image": [image_side, image_side], "caption_ids": [max_caption_len],
               "caption_len": [], "caption": [], "source_id": [], "digits": [None],

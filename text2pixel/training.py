@@ -211,10 +211,14 @@ class Trainer:
     self.order_words, self.order_forbidden = [], []
     metadata = layout.read_metadata(data_dir)
     has_order = metadata.get("dataset") == "mnist_captions" and config.conditioning != "none"
-    if config.order_contrast and not has_order:
-      raise TrainingError("order_contrast swaps the two digit words of MNIST-with-captions "
-                          f"captions; not for data set {metadata.get('dataset')!r} or "
-                          f"conditioning={config.conditioning!r}")
+    for field in ("order_contrast", "attention_supervision"):
+      if getattr(config, field) and not has_order:
+        raise TrainingError(f"{field} reads the digit words of MNIST-with-captions captions; "
+                            f"not for data set {metadata.get('dataset')!r} or "
+                            f"conditioning={config.conditioning!r}")
+    # Validation reports where the attention of each digit's pixels goes; the records hold
+    # the digits' boxes (attention_supervision trains on it).
+    self.attention_words = has_order and config.conditioning == "attention"
     if has_order:  # validation reports the order preference; order_contrast trains on it
       digit_id = digit_word_ids(self.vocab)
       self.order_words = list(digit_id.values())
@@ -321,7 +325,9 @@ class Trainer:
     c = self.config
     ds = tfrecords.make_dataset(files, c.batch_size, c.image_side, c.max_caption_len,
                                 shuffle=train, repeat=train or repeat, seed=c.seed,
-                                shuffle_buffer=c.shuffle_buffer, skip_batches=skip_batches)
+                                shuffle_buffer=c.shuffle_buffer, skip_batches=skip_batches,
+                                with_boxes=c.attention_supervision > 0 if train
+                                else self.attention_words)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return self.strategy.experimental_distribute_dataset(ds.with_options(options))
@@ -336,15 +342,14 @@ class Trainer:
     def per_example_nll(batch, logits):
       return model_lib.sequence_loss(logits, batch["image"], c.num_pixels, per_image=True)
 
-    def nll_under_captions(batch, captions, training):
-      """Per-image NLL of the batch's images under each (caption_ids, caption_len) of
-      ``captions``: all copies go through the model as one batch (the pixel loop's cost hardly
-      grows with the batch, and it is traced once)."""
+    def under_captions(batch, captions):
+      """The batch repeated once per (caption_ids, caption_len) of ``captions``, as one batch:
+      the pixel loop's cost hardly grows with the batch, and it is traced once."""
       every = {key: tf.concat([value] * len(captions), axis=0) for key, value in batch.items()
                if not key.startswith("caption")}
       every.update(caption_ids=tf.concat([ids for ids, _ in captions], 0),
                    caption_len=tf.concat([lengths for _, lengths in captions], 0))
-      return tf.split(per_example_nll(every, model(every, training=training)), len(captions))
+      return every
 
     loss_scaled = c.mixed_precision == "mixed_float16"
 
@@ -352,26 +357,40 @@ class Trainer:
 
     def objective(batch):
       """(per-image NLL in nats per pixel, what training minimises per image): the NLL, plus
-      with order_contrast its term, for which the batch and its copy with swapped digit words
-      go through the model as one batch."""
-      if not c.order_contrast:
-        per_example = per_example_nll(batch, model(batch, training=True))
-        return per_example, per_example
-      if c.order_negatives == "swap":
-        negative_ids, eligible = text_lib.swap_two_words(batch["caption_ids"], order_words,
-                                                         self.order_forbidden)
+      with order_contrast its term, for which the batch and its copy with a negative caption go
+      through the model as one batch, plus with attention_supervision its term on the batch's
+      own captions."""
+      captions = [(batch["caption_ids"], batch["caption_len"])]
+      if c.order_contrast:
+        if c.order_negatives == "swap":
+          negative_ids, eligible = text_lib.swap_two_words(batch["caption_ids"], order_words,
+                                                           self.order_forbidden)
+        else:
+          replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+          negative_ids, eligible = text_lib.neighbour_of_two_words(
+              batch["caption_ids"], order_words,
+              replica_draws(tf.shape(batch["caption_len"])[0], 3, c.seed + NEIGHBOUR_SALT,
+                            step_counter, replica, c.batch_size), self.order_forbidden)
+        captions.append((negative_ids, batch["caption_len"]))
+      every = under_captions(batch, captions)
+      if c.attention_supervision:
+        logits, log_alpha = model.logits_and_alignments(every)
       else:
-        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-        negative_ids, eligible = text_lib.neighbour_of_two_words(
-            batch["caption_ids"], order_words,
-            replica_draws(tf.shape(batch["caption_len"])[0], 3, c.seed + NEIGHBOUR_SALT,
-                          step_counter, replica, c.batch_size), self.order_forbidden)
-      nll, negative_nll = nll_under_captions(
-          batch, [(batch["caption_ids"], batch["caption_len"]),
-                  (negative_ids, batch["caption_len"])], training=True)
-      margin = (negative_nll - nll) * c.num_pixels  # log p(x|y) - log p(x|y negative), nats
-      contrast = tf.where(eligible, tf.nn.softplus(-margin), tf.zeros_like(margin))
-      return nll, nll + c.order_contrast * contrast / c.num_pixels
+        logits = model(every, training=True)
+      nlls = tf.split(per_example_nll(every, logits), len(captions))
+      nll, minimised = nlls[0], nlls[0]
+      if c.order_contrast:
+        margin = (nlls[1] - nll) * c.num_pixels  # log p(x|y) - log p(x|y negative), nats
+        contrast = tf.where(eligible, tf.nn.softplus(-margin), tf.zeros_like(margin))
+        minimised += c.order_contrast * contrast / c.num_pixels
+      if c.attention_supervision:
+        targets = attention_targets(
+            batch["caption_ids"], batch["boxes"], order_words, c.image_side,
+            batch["image"] if c.attention_supervised_pixels == "ink" else None)
+        own = log_alpha[:tf.shape(targets)[0]]  # the rows under the batch's own captions
+        minimised += (c.attention_supervision * -tf.reduce_sum(targets * own, axis=[1, 2]) /
+                      c.num_pixels)
+      return nll, minimised
 
     def loss_and_gradients(batch):
       with tf.GradientTape() as tape:
@@ -432,9 +451,20 @@ class Trainer:
         if self.order_words:
           swapped_ids, eligible = text_lib.swap_two_words(ids, order_words)
           captions.append((swapped_ids, lengths))
-        nlls = nll_under_captions(batch, captions, training=False)
+        every = under_captions(batch, captions)
+        if self.attention_words:  # (the fast loop: with pixel_loop="graph", training's memory)
+          logits, log_alpha = model.logits_and_alignments(every)
+        else:
+          logits = model(every, training=False)
+        nlls = tf.split(per_example_nll(every, logits), len(captions))
         sums = {"nll": tf.reduce_sum(nlls[0]), "gain": tf.reduce_sum(nlls[1] - nlls[0]),
                 "count": tf.cast(tf.shape(batch["image"])[0], tf.float32)}
+        if self.attention_words:
+          targets = attention_targets(ids, batch["boxes"], order_words, c.image_side,
+                                      batch["image"])
+          own = tf.exp(log_alpha[:tf.shape(targets)[0]])
+          sums.update(attention_on_word=tf.reduce_sum(targets * own),
+                      attention_pixels=tf.reduce_sum(targets))
         if self.order_words:
           margin = (nlls[2] - nlls[0]) * c.num_pixels  # log p(x|y) - log p(x|y swapped), nats
           eligible = tf.cast(eligible, tf.float32)
@@ -582,6 +612,9 @@ class Trainer:
       metrics.update(order_preference=sums["order_preferred"] / sums["order_pairs"],
                      order_margin_nats=sums["order_margin"] / sums["order_pairs"],
                      order_pairs=sums["order_pairs"])
+    if sums["attention_pixels"]:
+      # Mean attention a stroke pixel inside one named digit's box gives that digit's word.
+      metrics["attention_on_digit_word"] = sums["attention_on_word"] / sums["attention_pixels"]
     return metrics
 
   def validate(self, step: int) -> Dict[str, float]:
@@ -594,6 +627,9 @@ class Trainer:
     if "order_preference" in metrics:
       line += (f", true over digit-swapped caption for {metrics['order_preference']:.1%} of "
                f"{metrics['order_pairs']:.0f} two-digit images")
+    if "attention_on_digit_word" in metrics:
+      line += (f", a digit's strokes attend {metrics['attention_on_digit_word']:.1%} to its "
+               "word")
     probe = self._judge_probe()
     if probe is not None:
       started = time.time()
@@ -798,6 +834,38 @@ class Trainer:
 def digit_word_ids(vocab: text_lib.Vocabulary) -> Dict[int, int]:
   """{digit: vocabulary id} of the words "0" ... "9" it holds (what order_contrast swaps)."""
   return {d: vocab.words.index(str(d)) for d in range(10) if str(d) in vocab.words}
+
+
+def attention_targets(caption_ids, boxes, digit_words, image_side: int,
+                      images: Optional[tf.Tensor] = None) -> tf.Tensor:
+  """Which word each pixel's attention should hold (Config.attention_supervision), as weights
+  [batch, pixels, words]: 1 at (pixel j, the word naming digit k) for every pixel inside digit
+  k's box and no other digit's, 0 elsewhere; with ``images`` only for pixels that hold ink
+  (>= judge.INK_FLOOR), i.e. the digit's strokes.
+
+  ``boxes`` [batch, 8]: up to two (row0, col0, row1, col1) on the stored 32x32 image, ends
+  exclusive, zeros for a missing digit (tfrecords.make_dataset(with_boxes=True)); scaled to
+  ``image_side`` outward. The records list digits and boxes in caption order, so the first digit
+  word names the first box. A caption whose number of digit words is not its number of boxes
+  (the empty caption of caption dropout) gets no weights.
+  """
+  count, first, last, _, _ = text_lib.two_word_slots(caption_ids, digit_words)
+  boxes = tf.reshape(tf.cast(boxes, tf.int32), [-1, tfrecords.MAX_DIGITS, 4])
+  factor = tfrecords.STORED_SIDE // image_side
+  starts, ends = boxes[..., :2] // factor, -(-boxes[..., 2:] // factor)        # [batch, 2, 2]
+  has_box = tf.reduce_all(ends > starts, axis=-1)                              # [batch, 2]
+  pixel = tf.range(image_side * image_side)
+  rows, cols = pixel // image_side, pixel % image_side
+  inside = ((rows >= starts[..., :1]) & (rows < ends[..., :1]) &
+            (cols >= starts[..., 1:]) & (cols < ends[..., 1:]) & has_box[..., None])  # [b, 2, px]
+  alone = inside & ~tf.reverse(inside, axis=[1])  # in this digit's box and not the other's
+  if images is not None:
+    stroke = tf.reshape(tf.cast(images, tf.int32), [-1, image_side * image_side])
+    alone &= (stroke >= judge_lib.INK_FLOOR)[:, None, :]
+  valid = (count == tf.reduce_sum(tf.cast(has_box, tf.int32), axis=1)) & (count > 0)
+  words = tf.one_hot(tf.stack([first, last], axis=1), tf.shape(caption_ids)[1])  # [b, 2, words]
+  targets = tf.einsum("bkp,bkw->bpw", tf.cast(alone, tf.float32), words)
+  return targets * tf.cast(valid, tf.float32)[:, None, None]
 
 
 # Keeps the neighbour captions' draws apart from caption dropout's, which use the run's seed.
