@@ -400,10 +400,10 @@ def test_order_contrast_adds_the_swapped_caption_decision_to_the_likelihood(
 
 
 def _reference_attention_targets(example_ids, example_boxes, digit_ids, side, length,
-                                 image=None):
+                                 image=None, blank=False):
   """attention_targets by loops over pixels: each pixel inside exactly one named digit's box
   (the 32x32 box scaled outward to side x side) holds that digit's word; with ``image`` only
-  the pixels of 64 or more."""
+  the pixels of 64 or more; with ``blank`` the pixels under 64, at the other digit's word."""
   targets = np.zeros((side * side, length), np.float32)
   positions = [i for i, word in enumerate(example_ids) if word in digit_ids]
   boxes = [b for b in np.reshape(example_boxes, (-1, 4)) if b[2] > b[0]]
@@ -414,7 +414,11 @@ def _reference_attention_targets(example_ids, example_boxes, digit_ids, side, le
   for j in range(side * side):
     row, col = divmod(j, side)
     inside = [k for k, (r0, c0, r1, c1) in enumerate(cover) if r0 <= row < r1 and c0 <= col < c1]
-    if len(inside) == 1 and (image is None or image.ravel()[j] >= 64):
+    if len(inside) != 1:
+      continue
+    if blank and len(positions) == 2 and image.ravel()[j] < 64:
+      targets[j, positions[1 - inside[0]]] = 1
+    elif not blank and (image is None or image.ravel()[j] >= 64):
       targets[j, positions[inside[0]]] = 1
   return targets
 
@@ -442,28 +446,40 @@ def test_attention_supervision_teaches_each_digits_strokes_to_attend_to_its_word
                              log=lambda *_: None)
   digit_ids = set(training.digit_word_ids(trainer.vocab).values())
   images = batch["image"].numpy()
-  for strokes in (True, False):
-    targets = training.attention_targets(batch["caption_ids"], batch["boxes"],
-                                         sorted(digit_ids), 8,
-                                         batch["image"] if strokes else None).numpy()
+  made = {}
+  for kind, strokes, blank in (("ink", True, False), ("box", False, False),
+                               ("away", True, True)):
+    made[kind] = training.attention_targets(batch["caption_ids"], batch["boxes"],
+                                            sorted(digit_ids), 8,
+                                            batch["image"] if strokes else None, blank).numpy()
     for i in range(16):
       expected = _reference_attention_targets(ids[i], full["boxes"].numpy()[i], digit_ids, 8,
                                               config.max_caption_len,
-                                              images[i] if strokes else None)
-      np.testing.assert_array_equal(targets[i], expected, err_msg=full["caption"].numpy()[i])
-    counts = targets.sum(axis=(1, 2))
-    assert counts[0] == 0 and (counts[1:] > 0).all()
-    assert {1, 2} <= set(np.count_nonzero(targets.sum(1), axis=1)[1:])  # one and two words
-    if strokes:
-      stroke_targets = targets
-  assert 0 < stroke_targets.sum() < 0.8 * targets.sum()  # the blank part of boxes is left free
-  targets = stroke_targets
+                                              images[i] if strokes else None, blank)
+      np.testing.assert_array_equal(made[kind][i], expected, err_msg=full["caption"].numpy()[i])
+    counts = made[kind].sum(axis=(1, 2))
+    assert counts[0] == 0
+    if not blank:
+      assert (counts[1:] > 0).all()
+      assert {1, 2} <= set(np.count_nonzero(made[kind].sum(1), axis=1)[1:])  # one or two words
+  assert 0 < made["ink"].sum() < 0.8 * made["box"].sum()  # the blank part of boxes is left free
+  pairs = np.isin(ids, list(digit_ids)).sum(axis=1) == 2
+  assert (made["away"].sum(axis=(1, 2))[pairs] > 0).all()
+  assert (made["away"].sum(axis=(1, 2))[~pairs] == 0).all()  # nothing to keep away from
+  targets = made["ink"]
 
   nll, minimised = (t.numpy() for t in trainer.objective(batch))
   _, log_alpha = trainer.model.logits_and_alignments(batch)
   term = -(targets * log_alpha.numpy()).sum(axis=(1, 2)) / config.num_pixels
   assert term.min() >= 0 and term[1:].min() > 0.01
   np.testing.assert_allclose(minimised, nll + 2.0 * term, rtol=1e-5)
+  away = made["away"]
+  kept_from = -np.log1p(-(away * np.exp(log_alpha.numpy())).sum(-1)).sum(-1) / config.num_pixels
+  assert kept_from[pairs].min() > 0
+  np.testing.assert_allclose(
+      training.attention_supervision_term(config.replace(attention_supervised_pixels="ink_away"),
+                                          batch, log_alpha, sorted(digit_ids)).numpy(),
+      term + kept_from, rtol=1e-5)
 
   def attention_on_named_words(model):
     _, log_alpha = model.logits_and_alignments(batch)

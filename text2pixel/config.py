@@ -92,8 +92,11 @@ class Config:
   attention_supervision: float = 0.0
   # Which of a digit's pixels attention_supervision asks for: "ink", those that hold a stroke
   # (>= the judge's ink floor, 64), or "box", every pixel of its box. With "box" the blank part
-  # of the box can no longer attend to the relation's words, and samples lost their layout
-  # (experiments/NOTEBOOK.md, "Telling the attention where each digit's word is").
+  # of the box can no longer attend to the relation's words, and samples lost their layout;
+  # with "ink" the strokes may pick their word by what is drawn already, which sampling does
+  # not have (experiments/NOTEBOOK.md, "Telling the attention where each digit's word is").
+  # "ink_away": "ink", and the blank pixels of a pair's box kept away from the other digit's
+  # word (-log(1 - alpha)), so the place itself must choose, while relation words stay free.
   attention_supervised_pixels: str = "ink"
 
   # --- bookkeeping --------------------------------------------------------------------------
@@ -236,8 +239,8 @@ def validate(config: Config) -> Config:
   if config.attention_supervision and config.conditioning != "attention":
     raise ConfigError("attention_supervision trains the attention over the caption's words: it "
                       f"needs conditioning='attention', got {config.conditioning!r}")
-  if config.attention_supervised_pixels not in ("ink", "box"):
-    raise ConfigError("attention_supervised_pixels must be 'ink' or 'box', got "
+  if config.attention_supervised_pixels not in ("ink", "box", "ink_away"):
+    raise ConfigError("attention_supervised_pixels must be 'ink', 'box' or 'ink_away', got "
                       f"{config.attention_supervised_pixels!r}")
   if config.order_negatives != "swap" and not config.order_contrast:
     raise ConfigError("order_negatives chooses the negatives of the order term: it needs "

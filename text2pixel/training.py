@@ -384,12 +384,9 @@ class Trainer:
         contrast = tf.where(eligible, tf.nn.softplus(-margin), tf.zeros_like(margin))
         minimised += c.order_contrast * contrast / c.num_pixels
       if c.attention_supervision:
-        targets = attention_targets(
-            batch["caption_ids"], batch["boxes"], order_words, c.image_side,
-            batch["image"] if c.attention_supervised_pixels == "ink" else None)
-        own = log_alpha[:tf.shape(targets)[0]]  # the rows under the batch's own captions
-        minimised += (c.attention_supervision * -tf.reduce_sum(targets * own, axis=[1, 2]) /
-                      c.num_pixels)
+        own = log_alpha[:tf.shape(nll)[0]]  # the rows under the batch's own captions
+        minimised += c.attention_supervision * attention_supervision_term(c, batch, own,
+                                                                          order_words)
       return nll, minimised
 
     def loss_and_gradients(batch):
@@ -837,11 +834,13 @@ def digit_word_ids(vocab: text_lib.Vocabulary) -> Dict[int, int]:
 
 
 def attention_targets(caption_ids, boxes, digit_words, image_side: int,
-                      images: Optional[tf.Tensor] = None) -> tf.Tensor:
+                      images: Optional[tf.Tensor] = None, blank: bool = False) -> tf.Tensor:
   """Which word each pixel's attention should hold (Config.attention_supervision), as weights
   [batch, pixels, words]: 1 at (pixel j, the word naming digit k) for every pixel inside digit
   k's box and no other digit's, 0 elsewhere; with ``images`` only for pixels that hold ink
-  (>= judge.INK_FLOOR), i.e. the digit's strokes.
+  (>= judge.INK_FLOOR), i.e. the digit's strokes. With ``blank`` (and ``images``) the other
+  way round: the blank pixels of digit k's box, at the *other* digit's word (two-digit captions
+  only): the word attention_supervised_pixels="ink_away" keeps them from.
 
   ``boxes`` [batch, 8]: up to two (row0, col0, row1, col1) on the stored 32x32 image, ends
   exclusive, zeros for a missing digit (tfrecords.make_dataset(with_boxes=True)); scaled to
@@ -861,11 +860,34 @@ def attention_targets(caption_ids, boxes, digit_words, image_side: int,
   alone = inside & ~tf.reverse(inside, axis=[1])  # in this digit's box and not the other's
   if images is not None:
     stroke = tf.reshape(tf.cast(images, tf.int32), [-1, image_side * image_side])
-    alone &= (stroke >= judge_lib.INK_FLOOR)[:, None, :]
+    ink = (stroke >= judge_lib.INK_FLOOR)[:, None, :]
+    alone &= ~ink if blank else ink
   valid = (count == tf.reduce_sum(tf.cast(has_box, tf.int32), axis=1)) & (count > 0)
   words = tf.one_hot(tf.stack([first, last], axis=1), tf.shape(caption_ids)[1])  # [b, 2, words]
+  if blank:  # box k's weight goes to the other digit's word
+    words = tf.reverse(words, axis=[1])
+    valid &= count == 2
   targets = tf.einsum("bkp,bkw->bpw", tf.cast(alone, tf.float32), words)
   return targets * tf.cast(valid, tf.float32)[:, None, None]
+
+
+def attention_supervision_term(config: Config, batch, log_alpha, digit_words) -> tf.Tensor:
+  """Config.attention_supervision's term per image (before its weight), in nats per pixel:
+  -sum_j log alpha_{j, own word} over the supervised pixels (attention_targets), and with
+  "ink_away" also -sum_j log(1 - alpha_{j, other digit's word}) over each box's blank pixels.
+  ``log_alpha`` [batch, pixels, words]: the batch's rows of model.logits_and_alignments."""
+  pixels = config.attention_supervised_pixels
+  images = None if pixels == "box" else batch["image"]
+  targets = attention_targets(batch["caption_ids"], batch["boxes"], digit_words,
+                              config.image_side, images)
+  term = -tf.reduce_sum(targets * log_alpha, axis=[1, 2])
+  if pixels == "ink_away":
+    away = attention_targets(batch["caption_ids"], batch["boxes"], digit_words,
+                             config.image_side, images, blank=True)
+    # log of the attention left for every word but the other digit's, without forming 1 - alpha
+    rest = tf.reduce_logsumexp(log_alpha - 1e9 * away, axis=-1)
+    term -= tf.reduce_sum(tf.reduce_sum(away, axis=-1) * rest, axis=1)
+  return term / config.num_pixels
 
 
 # Keeps the neighbour captions' draws apart from caption dropout's, which use the run's seed.
