@@ -241,6 +241,11 @@ def test_alignments_recomputed_from_the_loops_queries_are_its_attention(encoder)
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4, err_msg=variable.name)
     moved += np.abs(b).max() > 0
   assert moved >= 5  # the pixel LSTM's weights, W_a, the encoder: the loss reaches them
+  # Under mixed precision its logits are call's: the weights are read in the compute dtype.
+  with training.precision_policy("mixed_bfloat16"):
+    model = model_lib.build(config, vocab_size=20)
+    logits, _ = model.logits_and_alignments(inputs)
+    np.testing.assert_array_equal(logits.numpy(), model(inputs, training=True).numpy())
 
 
 def _trainer(run_dir, data_dir, **changes):

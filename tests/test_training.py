@@ -514,12 +514,12 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 from text2pixel import config as config_lib, training
-data_dir, out = sys.argv[1], sys.argv[2]
+data_dir, out, supervision = sys.argv[1], sys.argv[2], float(sys.argv[3])
 config = config_lib.get_preset("tiny").replace(train_steps=4, eval_every=100000,
                                                sample_every=100000, log_every=100000,
                                                ema_decay=0.5, caption_dropout=0.5,
                                                order_contrast=1.0, order_negatives="neighbours",
-                                               attention_supervision=1.0)
+                                               attention_supervision=supervision)
 runs = {}
 for strategy in ("mirrored", "default"):
   trainer = training.Trainer(config, data_dir, out + "/" + strategy, strategy,
@@ -536,14 +536,16 @@ print(json.dumps(runs))
 
 
 @pytest.mark.slow
-def test_mirrored_training_on_two_cpu_devices_equals_one_device(mnist_captions_dir, tmp_path):
+@pytest.mark.parametrize("supervision", [0.0, 1.0])
+def test_mirrored_training_on_two_cpu_devices_equals_one_device(supervision, mnist_captions_dir,
+                                                                 tmp_path):
   """--strategy mirrored over two logical CPU devices (each replica half of the global batch):
   4 steps of the real train step give the one-device run's losses, weights and weight average
   (with half the captions dropped: each replica drops its slice of the one-device draw; and the
-  order term on, its neighbour negatives drawn likewise per replica slice; and the attention
-  supervision on, each replica's boxes its own)."""
+  order term on, its neighbour negatives drawn likewise per replica slice; and without and
+  with the attention supervision, each replica's boxes its own)."""
   result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, mnist_captions_dir,
-                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                           str(tmp_path), str(supervision)], cwd=REPO, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert result.returncode == 0, result.stderr[-3000:]
   runs = json.loads(result.stdout.strip().splitlines()[-1])

@@ -242,6 +242,9 @@ def validate(config: Config) -> Config:
   if config.attention_supervised_pixels not in ("ink", "box", "ink_away"):
     raise ConfigError("attention_supervised_pixels must be 'ink', 'box' or 'ink_away', got "
                       f"{config.attention_supervised_pixels!r}")
+  if config.attention_supervised_pixels != "ink" and not config.attention_supervision:
+    raise ConfigError("attention_supervised_pixels chooses the pixels of the attention term: "
+                      "it needs --attention_supervision > 0")
   if config.order_negatives != "swap" and not config.order_contrast:
     raise ConfigError("order_negatives chooses the negatives of the order term: it needs "
                       "--order_contrast > 0")

@@ -451,10 +451,13 @@ class AlignPixelRNN(tf.keras.Model):
     alpha is recomputed from the queries the fast loop ran with: eq. 9's Luong score
     e_ji = h^pix_j . W_a h^lang_i over the mechanism's keys, eq. 8's softmax over real words.
     Padding gets a large negative score rather than -inf, so a zero weight times its log alpha
-    is zero.
+    is zero. Through Keras' __call__, so that mixed precision reads the weights as call does.
     """
     if not self.conditioning.attends:
       raise ValueError(f"conditioning {self.config.conditioning!r} has no attention to align")
+    return self(inputs, training=True, alignments=True)
+
+  def _logits_and_alignments(self, inputs: Dict[str, tf.Tensor]):
     from text2pixel import fast_loops
     caption_len = inputs["caption_len"]
     annotations = self.encode(inputs["caption_ids"], caption_len)
@@ -466,10 +469,13 @@ class AlignPixelRNN(tf.keras.Model):
     scores = tf.where(real_word, scores, tf.constant(-1e9, tf.float32))
     return logits, tf.nn.log_softmax(scores)                                    # eq. 8
 
-  def call(self, inputs: Dict[str, tf.Tensor], training=None) -> tf.Tensor:
+  def call(self, inputs: Dict[str, tf.Tensor], training=None, alignments: bool = False):
     """Teacher-forced logits. The fused loop serves both training and validation; the graph
     loop's training path is built for gradients, and without them (validation) the samplers'
-    cell over the image needs a third of its memory and is faster."""
+    cell over the image needs a third of its memory and is faster. With ``alignments``:
+    (logits, log alpha) by the fast loop, see :meth:`logits_and_alignments`."""
+    if alignments:
+      return self._logits_and_alignments(inputs)
     annotations = self.encode(inputs["caption_ids"], inputs["caption_len"])
     fast = training or self.config.pixel_loop == "fused"
     logits = self.logits_from_annotations if fast else self.logits_stepwise

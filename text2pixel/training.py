@@ -216,9 +216,11 @@ class Trainer:
         raise TrainingError(f"{field} reads the digit words of MNIST-with-captions captions; "
                             f"not for data set {metadata.get('dataset')!r} or "
                             f"conditioning={config.conditioning!r}")
-    # Validation reports where the attention of each digit's pixels goes; the records hold
-    # the digits' boxes (attention_supervision trains on it).
-    self.attention_words = has_order and config.conditioning == "attention"
+    # Validation reports where the attention of each digit's strokes goes; the records hold
+    # the digits' boxes (attention_supervision trains on it). It needs the fast loop, which
+    # for pixel_loop="graph" costs validation training's memory: there only if supervised.
+    self.attention_words = has_order and config.conditioning == "attention" and (
+        config.pixel_loop == "fused" or config.attention_supervision > 0)
     if has_order:  # validation reports the order preference; order_contrast trains on it
       digit_id = digit_word_ids(self.vocab)
       self.order_words = list(digit_id.values())
@@ -449,7 +451,7 @@ class Trainer:
           swapped_ids, eligible = text_lib.swap_two_words(ids, order_words)
           captions.append((swapped_ids, lengths))
         every = under_captions(batch, captions)
-        if self.attention_words:  # (the fast loop: with pixel_loop="graph", training's memory)
+        if self.attention_words:
           logits, log_alpha = model.logits_and_alignments(every)
         else:
           logits = model(every, training=False)
@@ -848,6 +850,8 @@ def attention_targets(caption_ids, boxes, digit_words, image_side: int,
   word names the first box. A caption whose number of digit words is not its number of boxes
   (the empty caption of caption dropout) gets no weights.
   """
+  if blank and images is None:
+    raise ValueError("blank pixels are told apart from strokes by the images: pass them")
   count, first, last, _, _ = text_lib.two_word_slots(caption_ids, digit_words)
   boxes = tf.reshape(tf.cast(boxes, tf.int32), [-1, tfrecords.MAX_DIGITS, 4])
   factor = tfrecords.STORED_SIDE // image_side
