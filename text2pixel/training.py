@@ -344,14 +344,22 @@ class Trainer:
     def per_example_nll(batch, logits):
       return model_lib.sequence_loss(logits, batch["image"], c.num_pixels, per_image=True)
 
-    def under_captions(batch, captions):
-      """The batch repeated once per (caption_ids, caption_len) of ``captions``, as one batch:
-      the pixel loop's cost hardly grows with the batch, and it is traced once."""
+    def nlls_under_captions(batch, captions, training, alignments=False):
+      """(per-image NLL of the batch's images under each (caption_ids, caption_len) of
+      ``captions``, log alpha [batch, pixels, words] under the first captions or None): all
+      copies go through the model as one batch (the pixel loop's cost hardly grows with the
+      batch, and it is traced once); ``alignments`` takes the fast loop for alpha."""
       every = {key: tf.concat([value] * len(captions), axis=0) for key, value in batch.items()
                if not key.startswith("caption")}
       every.update(caption_ids=tf.concat([ids for ids, _ in captions], 0),
                    caption_len=tf.concat([lengths for _, lengths in captions], 0))
-      return every
+      log_alpha = None
+      if alignments:
+        logits, log_alpha = model.logits_and_alignments(every)
+        log_alpha = log_alpha[:tf.shape(batch["caption_len"])[0]]
+      else:
+        logits = model(every, training=training)
+      return tf.split(per_example_nll(every, logits), len(captions)), log_alpha
 
     loss_scaled = c.mixed_precision == "mixed_float16"
 
@@ -374,20 +382,15 @@ class Trainer:
               replica_draws(tf.shape(batch["caption_len"])[0], 3, c.seed + NEIGHBOUR_SALT,
                             step_counter, replica, c.batch_size), self.order_forbidden)
         captions.append((negative_ids, batch["caption_len"]))
-      every = under_captions(batch, captions)
-      if c.attention_supervision:
-        logits, log_alpha = model.logits_and_alignments(every)
-      else:
-        logits = model(every, training=True)
-      nlls = tf.split(per_example_nll(every, logits), len(captions))
+      nlls, log_alpha = nlls_under_captions(batch, captions, training=True,
+                                            alignments=c.attention_supervision > 0)
       nll, minimised = nlls[0], nlls[0]
       if c.order_contrast:
         margin = (nlls[1] - nll) * c.num_pixels  # log p(x|y) - log p(x|y negative), nats
         contrast = tf.where(eligible, tf.nn.softplus(-margin), tf.zeros_like(margin))
         minimised += c.order_contrast * contrast / c.num_pixels
       if c.attention_supervision:
-        own = log_alpha[:tf.shape(nll)[0]]  # the rows under the batch's own captions
-        minimised += c.attention_supervision * attention_supervision_term(c, batch, own,
+        minimised += c.attention_supervision * attention_supervision_term(c, batch, log_alpha,
                                                                           order_words)
       return nll, minimised
 
@@ -450,19 +453,14 @@ class Trainer:
         if self.order_words:
           swapped_ids, eligible = text_lib.swap_two_words(ids, order_words)
           captions.append((swapped_ids, lengths))
-        every = under_captions(batch, captions)
-        if self.attention_words:
-          logits, log_alpha = model.logits_and_alignments(every)
-        else:
-          logits = model(every, training=False)
-        nlls = tf.split(per_example_nll(every, logits), len(captions))
+        nlls, log_alpha = nlls_under_captions(batch, captions, training=False,
+                                              alignments=self.attention_words)
         sums = {"nll": tf.reduce_sum(nlls[0]), "gain": tf.reduce_sum(nlls[1] - nlls[0]),
                 "count": tf.cast(tf.shape(batch["image"])[0], tf.float32)}
         if self.attention_words:
           targets = attention_targets(ids, batch["boxes"], order_words, c.image_side,
                                       batch["image"])
-          own = tf.exp(log_alpha[:tf.shape(targets)[0]])
-          sums.update(attention_on_word=tf.reduce_sum(targets * own),
+          sums.update(attention_on_word=tf.reduce_sum(targets * tf.exp(log_alpha)),
                       attention_pixels=tf.reduce_sum(targets))
         if self.order_words:
           margin = (nlls[2] - nlls[0]) * c.num_pixels  # log p(x|y) - log p(x|y swapped), nats
