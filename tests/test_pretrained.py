@@ -15,9 +15,9 @@ def test_the_shipped_export_loads_and_samples_valid_images():
   size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(SHIPPED) for f in files)
   assert size < 20 * 2 ** 20, size  # the bound for a committed model
   loaded = export.LoadedModel(SHIPPED)
-  # The shipped model: cpu_small's sizes with the paper's BiLSTM encoder (it predates the preset's
-  # embedding encoder), trained with caption dropout so that it samples with guidance 2.
-  shipped = config_lib.get_preset("cpu_small").replace(encoder="bilstm", caption_dropout=0.1,
+  # The shipped model: cpu_small's sizes with BiLSTM keys over word-embedding values, trained
+  # with caption dropout (so that it samples with guidance 2) and attention supervision.
+  shipped = config_lib.get_preset("cpu_small").replace(encoder="bilstm_keys", caption_dropout=0.1,
                                                          guidance=2.0)
   assert {f: getattr(loaded.config, f) for f in layout.MODEL_FIELDS} == \
       {f: getattr(shipped, f) for f in layout.MODEL_FIELDS}
