@@ -26,14 +26,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.cpu_small_sweep import slug, validation_history  # noqa: E402
 from experiments.judge_breakdown import shares  # noqa: E402
-from experiments.runner import (PAPER_ENCODER, REPO, check_not_stale,  # noqa: E402
+from experiments.runner import (PAPER_RECIPE, REPO, check_not_stale,  # noqa: E402
                                 chosen_variants, finished, printable, run, write_result)
 
 # What every variant changes from: the cpu_small preset as it was when the study ran, with the
 # paper's BiLSTM encoder (RMSProp 5e-3, batch 16, pixel LSTM 128, attention 64). The study's
 # winner, the embedding encoder, has been the preset's since; pinning the base keeps the runs on
 # disk, their commands and this table the same experiment.
-BASE = dict(PAPER_ENCODER)
+BASE = dict(PAPER_RECIPE)
 # name -> overrides of BASE.
 VARIANTS = {
     "cpu_small": {},

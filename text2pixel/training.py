@@ -215,7 +215,7 @@ class Trainer:
       if getattr(config, field) and not has_order:
         raise TrainingError(f"{field} reads the digit words of MNIST-with-captions captions; "
                             f"not for data set {metadata.get('dataset')!r} or "
-                            f"conditioning={config.conditioning!r}")
+                            f"conditioning={config.conditioning!r} (pass --{field} 0)")
     # Validation reports where the attention of each digit's strokes goes; the records hold
     # the digits' boxes (attention_supervision trains on it). It needs the fast loop, which
     # for pixel_loop="graph" costs validation training's memory: there only if supervised.
