@@ -182,8 +182,9 @@ def write_report(rows, commands):
            "and the share whose second-named digit is read in its place "
            "(`experiments/judge_breakdown.py`; each run's judge_breakdown.md has the rest).", "",
            "The base is the `cpu_small` preset with the paper's BiLSTM encoder (`--encoder "
-           "bilstm`), the preset when the study ran; its winner, the embedding encoder, is the "
-           "preset's since.", "",
+           "bilstm`), the preset when the study ran; its winner, the embedding encoder, was the "
+           "preset's from 2026-11-27 until the shipped model's recipe replaced it the same "
+           "day.", "",
            "| variant | overrides of the base | steps | steps/s | validation bits/dim | "
            "caption gain, bits/image | judge, validation | judge, held-out | two digits: right | "
            "second-named digit read |",
