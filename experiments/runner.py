@@ -28,12 +28,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # same experiment whatever the preset becomes.
 PAPER_RECIPE = {"encoder": "bilstm", "attention_supervision": 0.0,
                 "attention_supervised_pixels": "ink", "caption_dropout": 0.0, "guidance": 1.0}
-# name -> config overrides (the paper's alignDRAW vs noalignDRAW comparison), with the weights
-# as trained (no moving average), as in the paper.
+# The same with the weights as trained (no moving average), as in the paper.
+PAPER_AS_TRAINED = {**PAPER_RECIPE, "ema_decay": 0.0}
+# name -> config overrides (the paper's alignDRAW vs noalignDRAW comparison).
 MODELS = {
-    "alignPixelRNN": {**PAPER_RECIPE, "ema_decay": 0.0},
-    "noalign (mean of encoder states)": {**PAPER_RECIPE, "ema_decay": 0.0, "conditioning": "mean"},
-    "unconditional pixel LSTM": {**PAPER_RECIPE, "ema_decay": 0.0, "conditioning": "none"},
+    "alignPixelRNN": {**PAPER_AS_TRAINED},
+    "noalign (mean of encoder states)": {**PAPER_AS_TRAINED, "conditioning": "mean"},
+    "unconditional pixel LSTM": {**PAPER_AS_TRAINED, "conditioning": "none"},
 }
 FLAGS = flags.FLAGS
 

@@ -545,7 +545,8 @@ def test_mirrored_training_on_two_cpu_devices_equals_one_device(supervision, mni
   order term on, its neighbour negatives drawn likewise per replica slice; and without and
   with the attention supervision, each replica's boxes its own)."""
   result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, mnist_captions_dir,
-                           str(tmp_path), str(supervision)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                           str(tmp_path), str(supervision)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert result.returncode == 0, result.stderr[-3000:]
   runs = json.loads(result.stdout.strip().splitlines()[-1])

@@ -164,10 +164,10 @@ PRESETS: Dict[str, Config] = {
     # the digit judge after the main job's 30 minutes from scratch: 77.9% / 78.4% of samples
     # right for test / held-out captions against 13.4% / 13.8% for the preset before (the
     # embedding encoder), same machine, same steps (experiments/results/main_job_preset.md).
-    # encoder="bilstm_keys" (the BiLSTM's states as the attention's keys,
-    # the words' embeddings as its values), attention_supervision with "ink_away" (MNIST-with-
-    # captions only: other data sets need --attention_supervision 0), caption_dropout and
-    # guidance 2 (classifier-free guidance), and the weights' moving average.
+    # encoder="bilstm_keys" (the BiLSTM's states as the attention's keys, the words' embeddings
+    # as its values), attention_supervision with "ink_away" (MNIST-with-captions only: other
+    # data sets need --attention_supervision 0), caption_dropout and guidance 2 (classifier-free
+    # guidance), and the weights' moving average.
     "cpu_small": Config(
         encoder="bilstm_keys", attention_supervision=1.0, attention_supervised_pixels="ink_away",
         caption_dropout=0.1, guidance=2.0, ema_decay=0.999,
