@@ -97,7 +97,8 @@ def compare(script: str, argv, revision: str, rounds: int, key: str, higher_is_b
     old = float(np.median([r[index][key] for r in results["old"]]))
     ratio = new / old if higher_is_better else old / new
     what = {k: v for k, v in line.items() if k in ("preset", "method", "batch", "batch_size",
-                                                   "mixed_precision", "captions", "images")}
+                                                   "mixed_precision", "captions", "images",
+                                                   "threads")}
     report(os.path.basename(script)[:-3] + "_compare",
            f"{what}: {revision} {old:.4g} -> {new_label} {new:.4g} {key}: {ratio:.2f}x faster",
            old_revision=revision, new_revision=new_label, ratio=ratio, old=old, new=new,

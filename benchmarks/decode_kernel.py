@@ -7,7 +7,9 @@
 Times ``kernels.pixel_decode`` in score mode (teacher forcing: the same step work as sampling,
 without the sampler's draw) with no model around it, so a profile of this process shows where the
 op's own time goes. FLOPs count the recurrent matmul, the attention vector, the output layer and
-eqs. 9 and 7 per image and pixel.
+eqs. 9 and 7 per image and pixel as the reference cell computes them (the op itself skips eq. 7's
+context since 2026-11-28, so its GFLOP/s are reference-equivalent). `--compare REV` runs the
+same on another commit's op in this call and prints the images/s ratios.
 """
 
 import os
@@ -31,10 +33,15 @@ def define_flags():
   flags.DEFINE_list("batches", ["16", "256"], "images per call")
   flags.DEFINE_list("threads", ["1", "2"], "the op's threads")
   flags.DEFINE_integer("repeats", 2, "timed calls (the mean is reported)")
+  common.define_compare_flags()
 
 
 def main(argv):
   del argv
+  if FLAGS.compare:
+    return common.compare(__file__, sys.argv[1:], FLAGS.compare, FLAGS.rounds,
+                          key="images_per_sec", higher_is_better=True)
+  common.use_code_root()
   from text2pixel.threads import configure_threads
   configure_threads(1, 0)
   import tensorflow as tf

@@ -315,14 +315,15 @@ struct Loop {
   const float *tables, *base, *keys, *values, *mask;
   Packed W_rec, W_c;
 
-  Loop(OpKernelContext* ctx, const Dims& dims) : d(dims), S(dims.A + dims.U) {
+  Loop(OpKernelContext* ctx, const Dims& dims, bool pack_attention_kernel = true)
+      : d(dims), S(dims.A + dims.U) {
     tables = ctx->input(0).flat<float>().data();
     base = ctx->input(2).flat<float>().data();
     keys = ctx->input(4).flat<float>().data();
     values = ctx->input(5).flat<float>().data();
     mask = ctx->input(6).flat<float>().data();
     W_rec = pack(ctx->input(3).flat<float>().data(), S, d.G);
-    W_c = pack(ctx->input(7).flat<float>().data(), d.U + d.V, d.A);
+    if (pack_attention_kernel) W_c = pack(ctx->input(7).flat<float>().data(), d.U + d.V, d.A);
   }
 };
 
@@ -357,13 +358,11 @@ static void input_part(const Loop& L, Rows& w, const int* ids, size_t stride) {
   }
 }
 
-// Pixel j for w's rows, z holding X_j on entry: eq. 6's LSTM, then eqs. 9, 8, 7 and the
-// attention vector. Leaves the gates in z, c_j in c, [a_j ; h_j] in s, alpha_j in alpha and
-// [h_j ; ctx_j] in hc.
-static void pixel_step(const Loop& L, Rows& w) {
-  const int R = w.R, G = L.d.G, U = L.d.U, A = L.d.A, M = L.d.M, V = L.d.V, S = L.S;
+// Eq. 6 for w's rows, z holding X_j on entry: z = X_j + [a_{j-1} ; h_{j-1}] W_rec, then the gates
+// (left in z), c_j in c and h_j in s (the next step's recurrent input).
+static void lstm_step(const Loop& L, Rows& w) {
+  const int R = w.R, G = L.d.G, U = L.d.U, A = L.d.A, S = L.S;
   float* z = w.z.data();
-  // z = X_j + [a_{j-1} ; h_{j-1}] W_rec
   gemm(R, w.s.data(), S, L.W_rec, z, G, true);
   // Gates: sigmoid(x) = (1 + tanh(x / 2)) / 2 keeps every transcendental vectorised.
   for (int r = 0; r < R; ++r) {
@@ -386,30 +385,44 @@ static void pixel_step(const Loop& L, Rows& w) {
   tanh_inplace(w.tc.data(), R * U);
   for (int r = 0; r < R; ++r) {
     const float* zr = &z[r * G];
-    float* h = &w.s[r * S + A];  // h_j becomes the next step's recurrent input
+    float* h = &w.s[r * S + A];
     for (int u = 0; u < U; ++u) h[u] = zr[3 * U + u] * w.tc[r * U + u];
   }
+}
+
+// Eqs. 9 and 8 for batch row b: alpha [M] from h_j, 0 at padding.
+static void attention_weights(const Loop& L, int b, const float* h, float* alpha) {
+  const int U = L.d.U, M = L.d.M;
+  float top = -INFINITY;
+  for (int m = 0; m < M; ++m) {  // eq. 9
+    if (L.mask[b * M + m] > 0.f) {
+      const float e = dot(h, L.keys + ((size_t)b * M + m) * U, U);
+      alpha[m] = e;
+      top = std::max(top, e);
+    } else {
+      alpha[m] = -INFINITY;
+    }
+  }
+  float total = 0.f;  // eq. 8
+  for (int m = 0; m < M; ++m) {
+    alpha[m] = L.mask[b * M + m] > 0.f ? std::exp(alpha[m] - top) : 0.f;
+    total += alpha[m];
+  }
+  for (int m = 0; m < M; ++m) alpha[m] /= total;
+}
+
+// Pixel j for w's rows, z holding X_j on entry: eq. 6's LSTM, then eqs. 9, 8, 7 and the
+// attention vector. Leaves the gates in z, c_j in c, [a_j ; h_j] in s, alpha_j in alpha and
+// [h_j ; ctx_j] in hc (the backward op needs ctx_j).
+static void pixel_step(const Loop& L, Rows& w) {
+  const int R = w.R, U = L.d.U, A = L.d.A, M = L.d.M, V = L.d.V, S = L.S;
+  lstm_step(L, w);
   if (!A) return;
   for (int r = 0; r < R; ++r) {
     const int b = w.b0 + r;
     const float* h = &w.s[r * S + A];
     float* alpha = &w.alpha[r * M];
-    float top = -INFINITY;
-    for (int m = 0; m < M; ++m) {  // eq. 9
-      if (L.mask[b * M + m] > 0.f) {
-        const float e = dot(h, L.keys + ((size_t)b * M + m) * U, U);
-        alpha[m] = e;
-        top = std::max(top, e);
-      } else {
-        alpha[m] = -INFINITY;
-      }
-    }
-    float total = 0.f;  // eq. 8
-    for (int m = 0; m < M; ++m) {
-      alpha[m] = L.mask[b * M + m] > 0.f ? std::exp(alpha[m] - top) : 0.f;
-      total += alpha[m];
-    }
-    for (int m = 0; m < M; ++m) alpha[m] /= total;
+    attention_weights(L, b, h, alpha);
     float* hcr = &w.hc[r * (U + V)];  // [h_j ; ctx_j]
     std::memcpy(hcr, h, U * sizeof(float));
     float* context = hcr + U;  // eq. 7
@@ -422,9 +435,34 @@ static void pixel_step(const Loop& L, Rows& w) {
     }
   }
   // a_j = tanh([h_j ; ctx_j] W_c), written straight into the next recurrent input.
-  for (int r = 0; r < R; ++r) std::fill(&w.s[r * S], &w.s[r * S] + A, 0.f);
   gemm(R, w.hc.data(), U + V, L.W_c, w.s.data(), S, false);
   for (int r = 0; r < R; ++r) tanh_inplace(&w.s[r * S], A);
+}
+
+// The decoders' pixel step: pixel_step's function without forming ctx_j. Eq. 7's context only
+// feeds the attention vector, and a_j = tanh([h_j ; ctx_j] W_c) = tanh(h_j W_c[:U] + sum_i
+// alpha_ji (values_i W_c[U:])): with each image's values multiplied by W_c's lower block once
+// per call (value_proj [rows, M, A]), a pixel reads M rows of A floats per image instead of that
+// V x A block (paper: 2 MB at every pixel, a sixth of the weights it streams from L3; experiments/
+// NOTEBOOK.md, "Values through W_c once per call"). The sums run in another order than
+// pixel_step's, so results agree to rounding, not bit for bit.
+static void decode_step(const Loop& L, const Packed& W_c_h, const float* value_proj, Rows& w) {
+  const int R = w.R, A = L.d.A, M = L.d.M, S = L.S;
+  lstm_step(L, w);
+  if (!A) return;
+  gemm(R, &w.s[A], S, W_c_h, w.s.data(), S, false);  // h_j W_c[:U] into a_j's place
+  for (int r = 0; r < R; ++r) {
+    float* alpha = &w.alpha[r * M];
+    attention_weights(L, w.b0 + r, &w.s[r * S + A], alpha);
+    float* a = &w.s[r * S];
+    for (int m = 0; m < M; ++m) {
+      const float weight = alpha[m];
+      if (weight == 0.f) continue;
+      const float* projected = value_proj + ((size_t)r * M + m) * A;
+      for (int k = 0; k < A; ++k) a[k] += weight * projected[k];
+    }
+    tanh_inplace(a, A);
+  }
 }
 
 class PixelLoopForwardOp : public OpKernel {
@@ -630,7 +668,8 @@ class PixelLoopBackwardOp : public OpKernel {
 
 // ---------------------------------------------------------------------------------------------
 // Decoding: the same loop with eq. 5's output layer inside it, so that pixel j's input can depend
-// on pixels the op itself chose. Three modes: "score" reads the pixels from `targets` (teacher
+// on pixels the op itself chose; its step is decode_step (pixel_step's function, eq. 7's context
+// folded into W_c once per call). Three modes: "score" reads the pixels from `targets` (teacher
 // forcing without gradients: log p(x | y) for retrieval), "greedy" takes each pixel's argmax,
 // "sample" draws pixel j of row b by inverse CDF from softmax(logits / temperature) at
 // uniforms[b, j] (the first value whose cumulative probability exceeds the uniform).
@@ -711,8 +750,11 @@ class PixelLoopDecodeOp : public OpKernel {
     const int* targets = mode_ == kScore ? targets_t.flat<int>().data() : nullptr;
     const float* uniforms = mode_ == kSample ? uniforms_t.flat<float>().data() : nullptr;
     const float* b_out = b_out_t.flat<float>().data();
-    const Loop L(ctx, d);
+    const Loop L(ctx, d, /*pack_attention_kernel=*/false);
     const Packed W_out = pack(w_out_t.flat<float>().data(), O, NL);
+    // W_c's blocks: the rows that multiply h_j, and those that multiply the values (decode_step).
+    const float* w_c = ctx->input(7).flat<float>().data();
+    const Packed W_c_h = pack(w_c, U, A), W_c_v = pack(w_c + (size_t)U * A, d.V, A);
 
     parallel_slices(B / pair, thread_count(num_threads_), [&](int p0, int p1) {
       const int b0 = p0 * pair, b1 = p1 * pair;
@@ -720,6 +762,8 @@ class PixelLoopDecodeOp : public OpKernel {
       const int R = w.R;
       std::vector<int> ids((size_t)R * F);
       std::vector<float> logits((size_t)R * NL), e(NL);
+      std::vector<float> value_proj((size_t)R * M * A);  // values_i W_c[U:] of these rows
+      if (A) gemm(R * M, L.values + (size_t)b0 * M * d.V, d.V, W_c_v, value_proj.data(), A, false);
       for (int j = 0; j < T; ++j) {
         for (int r = 0; r < R; ++r)
           for (int f = 0; f < F; ++f) {
@@ -728,7 +772,7 @@ class PixelLoopDecodeOp : public OpKernel {
             ids[r * F + f] = id;
           }
         input_part(L, w, ids.data(), F);
-        pixel_step(L, w);
+        decode_step(L, W_c_h, value_proj.data(), w);
         gemm(R, w.s.data(), L.S, W_out, logits.data(), NL, false);  // eq. 5: [a_j or h_j] W_out
         for (int r = 0; r < R; r += pair) {
           const size_t at = (size_t)(b0 + r) * T + j;
