@@ -5,17 +5,19 @@ in L2 against weights streamed from L3.
 
 The limits that issue 13's targets run into, measured rather than read from a data sheet: a
 C++ program (compiled here with g++ -O3 -march=native) times
-- the FMA peak: 16 independent chains of vector FMAs per core, on one core and on all;
-- the 8-row block of `text2pixel/kernels/pixel_loop.cc` (`panel_rows32` with AVX-512, 8 rows x
-  32 columns; the same shape in 256-bit registers without it) over packed weights of 1 MB, which
-  stay in a core's L2, and of 8.4 MB (paper's W_rec), which are streamed from L3 at every
-  multiplication, as the paper decoder streams its 11.5 MB at every pixel; both with 8 rows per
-  pass over the weights (each thread its rows, what the decoder does at batch 16 on two threads)
-  and 16 (each thread half of the columns for all 16 rows).
-Each figure is the median of --repeats timings of about --seconds each.
+- the FMA peak: 12 independent chains of vector FMAs per core, on one core and on all;
+- the register block of `text2pixel/kernels/pixel_loop.cc` (`panel_rows32` with AVX-512: 8 rows
+  x 32 columns; `panel_rows<6, 16>` without it: 6 rows x 16 columns) over packed weights of 1 MB,
+  which stay in a core's L2, and of 8.4 MB (paper's W_rec), which are streamed from L3 at every
+  multiplication, as the paper decoder streams its weights at every pixel; both with one block of
+  rows per pass over the weights (each thread its rows: what the decoder does at batch 16 on two
+  threads, 8 rows each) and two (each thread its share of the columns for twice the rows).
+Each block figure is the median of --repeats timings of about --seconds each; the FMA peak is
+their best (the loop touches no memory, so other load on the machine can only lower it).
 """
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +41,7 @@ SOURCE = r"""
 
 #if defined(__AVX512F__)
 typedef __m512 vec;
-constexpr int kLanes = 16;
+constexpr int kLanes = 16, kRows = 8;  // the kernel's AVX-512 block: 8 rows x 32 columns
 static inline vec vload(const float* p) { return _mm512_loadu_ps(p); }
 static inline void vstore(float* p, vec v) { _mm512_storeu_ps(p, v); }
 static inline vec vset1(float x) { return _mm512_set1_ps(x); }
@@ -47,7 +49,7 @@ static inline vec vfma(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
 static inline float vsum(vec v) { return _mm512_reduce_add_ps(v); }
 #else
 typedef __m256 vec;
-constexpr int kLanes = 8;
+constexpr int kLanes = 8, kRows = 6;  // its AVX2 block: 6 rows x 16 columns (16 ymm registers)
 static inline vec vload(const float* p) { return _mm256_loadu_ps(p); }
 static inline void vstore(float* p, vec v) { _mm256_storeu_ps(p, v); }
 static inline vec vset1(float x) { return _mm256_set1_ps(x); }
@@ -65,12 +67,14 @@ static double now() {
       .count();
 }
 
-// 16 independent FMA chains: the FMA units' throughput, not their latency.
+volatile float sink;  // keeps results alive without printing anything
+
+// 12 independent FMA chains (enough to cover two units' latency; 14 registers with the two
+// constants, so none spills even with AVX2's 16): the FMA units' throughput.
 static double fma_peak(double seconds) {
   vec a0 = vset1(0.1f), a1 = vset1(0.2f), a2 = vset1(0.3f), a3 = vset1(0.4f), a4 = vset1(0.5f),
       a5 = vset1(0.6f), a6 = vset1(0.7f), a7 = vset1(0.8f), a8 = vset1(0.9f), a9 = vset1(1.0f),
-      a10 = vset1(1.1f), a11 = vset1(1.2f), a12 = vset1(1.3f), a13 = vset1(1.4f),
-      a14 = vset1(1.5f), a15 = vset1(1.6f);
+      a10 = vset1(1.1f), a11 = vset1(1.2f);
   const vec m = vset1(0.999999f), c = vset1(1e-7f);
   long iterations = 0;
   const double start = now();
@@ -80,33 +84,30 @@ static double fma_peak(double seconds) {
       a0 = vfma(a0, m, c); a1 = vfma(a1, m, c); a2 = vfma(a2, m, c); a3 = vfma(a3, m, c);
       a4 = vfma(a4, m, c); a5 = vfma(a5, m, c); a6 = vfma(a6, m, c); a7 = vfma(a7, m, c);
       a8 = vfma(a8, m, c); a9 = vfma(a9, m, c); a10 = vfma(a10, m, c); a11 = vfma(a11, m, c);
-      a12 = vfma(a12, m, c); a13 = vfma(a13, m, c); a14 = vfma(a14, m, c); a15 = vfma(a15, m, c);
     }
     iterations += 1000000;
     elapsed = now() - start;
   } while (elapsed < seconds);
-  const float sink = vsum(a0) + vsum(a1) + vsum(a2) + vsum(a3) + vsum(a4) + vsum(a5) +
-                     vsum(a6) + vsum(a7) + vsum(a8) + vsum(a9) + vsum(a10) + vsum(a11) +
-                     vsum(a12) + vsum(a13) + vsum(a14) + vsum(a15);
-  if (sink == 1234.5f) std::printf(" ");
-  return iterations * 16.0 * kLanes * 2 / elapsed / 1e9;
+  sink = vsum(a0) + vsum(a1) + vsum(a2) + vsum(a3) + vsum(a4) + vsum(a5) + vsum(a6) + vsum(a7) +
+         vsum(a8) + vsum(a9) + vsum(a10) + vsum(a11);
+  return iterations * 12.0 * kLanes * 2 / elapsed / 1e9;
 }
 
-// The kernel's block: 8 rows x kWidth columns of C in registers, one panel row per k.
-__attribute__((noinline)) static void block8(const float* A, int lda, const float* panel, int K,
-                                             float* C, int ldc) {
-  vec acc[8][2];
-  for (int r = 0; r < 8; ++r)
+// The kernel's block: kRows rows x kWidth columns of C in registers, one panel row per k.
+__attribute__((noinline)) static void block(const float* A, int lda, const float* panel, int K,
+                                            float* C, int ldc) {
+  vec acc[kRows][2];
+  for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < 2; ++v) acc[r][v] = vload(C + r * ldc + kLanes * v);
   for (int k = 0; k < K; ++k, panel += kWidth) {
     const vec b0 = vload(panel), b1 = vload(panel + kLanes);
-    for (int r = 0; r < 8; ++r) {
+    for (int r = 0; r < kRows; ++r) {
       const vec a = vset1(A[r * lda + k]);
       acc[r][0] = vfma(a, b0, acc[r][0]);
       acc[r][1] = vfma(a, b1, acc[r][1]);
     }
   }
-  for (int r = 0; r < 8; ++r)
+  for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < 2; ++v) vstore(C + r * ldc + kLanes * v, acc[r][v]);
 }
 
@@ -120,21 +121,22 @@ static double gemm_rate(const std::vector<float>& B, int K, int rows, int c0, in
   double elapsed = 0;
   do {
     for (int n = c0; n < c1; n += kWidth)
-      for (int r = 0; r < rows; r += 8)  // every block of rows reuses the panel
-        block8(A.data() + (size_t)r * K, K, B.data() + (size_t)n * K, K,
-               C.data() + (size_t)r * (c1 - c0) + (n - c0), c1 - c0);
+      for (int r = 0; r < rows; r += kRows)  // every block of rows reuses the panel
+        block(A.data() + (size_t)r * K, K, B.data() + (size_t)n * K, K,
+              C.data() + (size_t)r * (c1 - c0) + (n - c0), c1 - c0);
     ++passes;
     elapsed = now() - start;
   } while (elapsed < seconds);
-  if (C[0] == 1234.5f) std::printf(" ");
+  sink = C[0];
   return passes * 2.0 * rows * K * (c1 - c0) / elapsed / 1e9;
 }
 
 int main(int argc, char** argv) {
   const double seconds = std::atof(argv[1]);
   const int threads = std::atoi(argv[2]);
+  std::printf("rows %d\n", kRows);
   std::printf("fma 1 %.2f\n", fma_peak(seconds));
-  {
+  if (threads > 1) {
     std::vector<double> rate(threads);
     std::vector<std::thread> pool;
     for (int t = 0; t < threads; ++t) pool.emplace_back([&, t] { rate[t] = fma_peak(seconds); });
@@ -148,16 +150,17 @@ int main(int argc, char** argv) {
                                                            {"stream", 1024, 2048}};
   for (const auto& s : shapes) {
     std::vector<float> B((size_t)s.K * s.N, 0.001f);
-    // rows split: every thread all columns for its 8 rows; units split: 16 rows, its columns.
+    // rows split: every thread all columns for its kRows rows; units split: twice the rows, its
+    // share of the columns (whole panels).
+    const int per = s.N / threads / kWidth * kWidth;
     for (const int by_units : {0, 1}) {
-      if (by_units && threads < 2) continue;
+      if (by_units && (threads < 2 || per == 0)) continue;
       std::vector<double> rate(threads);
       std::vector<std::thread> pool;
       for (int t = 0; t < threads; ++t)
         pool.emplace_back([&, t] {
-          const int per = s.N / threads / kWidth * kWidth;
-          rate[t] = by_units ? gemm_rate(B, s.K, 16, t * per, (t + 1) * per, seconds)
-                             : gemm_rate(B, s.K, 8, 0, s.N, seconds);
+          rate[t] = by_units ? gemm_rate(B, s.K, 2 * kRows, t * per, (t + 1) * per, seconds)
+                             : gemm_rate(B, s.K, kRows, 0, s.N, seconds);
         });
       for (auto& th : pool) th.join();
       double total = 0;
@@ -166,7 +169,7 @@ int main(int argc, char** argv) {
                   s.K * (double)s.N * 4 / 1e6);
       if (threads > 1 && !by_units) {
         std::printf("block %s %d 1 %.2f %.3f\n", s.name, by_units,
-                    gemm_rate(B, s.K, 8, 0, s.N, seconds), s.K * (double)s.N * 4 / 1e6);
+                    gemm_rate(B, s.K, kRows, 0, s.N, seconds), s.K * (double)s.N * 4 / 1e6);
       }
     }
   }
@@ -195,27 +198,30 @@ def main(argv):
     runs = [subprocess.run([binary, str(FLAGS.seconds), str(FLAGS.threads)], check=True,
                            capture_output=True, text=True).stdout.split("\n")
             for _ in range(FLAGS.repeats)]
-  figures = {}
+  figures, block_rows = {}, 8
   for lines in runs:
-    for line in filter(None, lines):
-      *key, value = line.split()[:-1] if line.startswith("block") else line.split()
+    for words in (line.split() for line in lines if line.strip()):
+      if words[0] == "rows":
+        block_rows = int(words[1])
+        continue
+      *key, value = words[:-1] if words[0] == "block" else words  # block lines end with MB
       figures.setdefault(tuple(key), []).append(float(value))
-  median = lambda values: sorted(values)[len(values) // 2]
+  median = statistics.median
   weights_mb = {"l2": 1.049, "stream": 8.389}
   for key, values in figures.items():
     if key[0] == "fma":
       threads = int(key[1])
-      common.report("cpu_limits", f"FMA peak, {threads} core(s): {median(values):.1f} GFLOP/s",
-                    what="fma_peak", threads=threads, gflops=median(values))
+      common.report("cpu_limits", f"FMA peak, {threads} core(s): {max(values):.1f} GFLOP/s",
+                    what="fma_peak", threads=threads, gflops=max(values))
     else:
       shape, by_units, threads = key[1], key[2] == "1", int(key[3])
-      rows = 16 if by_units else 8
+      rows = 2 * block_rows if by_units else block_rows
       gflops = median(values)
       # Weights read per FLOP: each weight serves `rows` rows (2 FLOP each) per pass.
       gb_per_s = gflops / (2 * rows) * 4
       common.report(
           "cpu_limits",
-          f"8-row block, {weights_mb[shape]:.1f} MB of weights "
+          f"{block_rows}-row block, {weights_mb[shape]:.1f} MB of weights "
           f"({'in L2' if shape == 'l2' else 'streamed from L3'}), {threads} thread(s), "
           f"{rows} rows per pass ({'units split' if by_units else 'rows split'}): "
           f"{gflops:.1f} GFLOP/s, weights read at {gb_per_s:.1f} GB/s",

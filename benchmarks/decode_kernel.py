@@ -68,7 +68,7 @@ def main(argv):
         attention_kernel=normal(units + dim, attention, scale=0.05),
         targets=tf.constant(rng.integers(0, levels, (batch, steps)).astype(np.int32)))
     flop = batch * steps * 2 * ((attention + units) * gates + (units + dim) * attention +
-                                attention * levels + 2 * words * units)
+                                attention * levels + words * (units + dim))
     for threads in (int(t) for t in FLAGS.threads):
       call = lambda: kernels.pixel_decode("score", num_threads=threads, **args)[1].numpy()
       call()
