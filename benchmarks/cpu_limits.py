@@ -198,16 +198,17 @@ def main(argv):
     runs = [subprocess.run([binary, str(FLAGS.seconds), str(FLAGS.threads)], check=True,
                            capture_output=True, text=True).stdout.split("\n")
             for _ in range(FLAGS.repeats)]
-  figures, block_rows = {}, 8
+  figures, block_rows, weights_mb = {}, 8, {}
   for lines in runs:
     for words in (line.split() for line in lines if line.strip()):
       if words[0] == "rows":
         block_rows = int(words[1])
         continue
-      *key, value = words[:-1] if words[0] == "block" else words  # block lines end with MB
+      if words[0] == "block":  # block NAME SPLIT THREADS GFLOPS MB
+        weights_mb[words[1]] = float(words.pop())
+      *key, value = words
       figures.setdefault(tuple(key), []).append(float(value))
   median = statistics.median
-  weights_mb = {"l2": 1.049, "stream": 8.389}
   for key, values in figures.items():
     if key[0] == "fma":
       threads = int(key[1])

@@ -210,6 +210,14 @@ static void exp_inplace(float* x, int n) {
   a = a.exp();
 }
 
+// The 8 lanes of v added in a fixed order (the reductions below end with it).
+static inline float lane_sum(v8 v) {
+  float lanes[8];
+  store8(lanes, v);
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
+         ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
 // sum_i x[i] y[i], vectorised (a plain loop is a serial chain of FMAs: without -ffast-math the
 // compiler may not reorder a float sum).
 static inline float dot(const float* x, const float* y, int n) {
@@ -220,10 +228,7 @@ static inline float dot(const float* x, const float* y, int n) {
     acc1 = fma8(load8(x + i + 8), load8(y + i + 8), acc1);
   }
   for (; i + 8 <= n; i += 8) acc0 = fma8(load8(x + i), load8(y + i), acc0);
-  float lanes[8];
-  store8(lanes, acc0 + acc1);
-  float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-              ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  float sum = lane_sum(acc0 + acc1);
   for (; i < n; ++i) sum += x[i] * y[i];
   return sum;
 }
@@ -253,10 +258,7 @@ static inline float sum_of(const float* x, int n) {
     acc1 = acc1 + load8(x + i + 8);
   }
   for (; i + 8 <= n; i += 8) acc0 = acc0 + load8(x + i);
-  float lanes[8];
-  store8(lanes, acc0 + acc1);
-  float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) +
-              ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  float sum = lane_sum(acc0 + acc1);
   for (; i < n; ++i) sum += x[i];
   return sum;
 }
